@@ -1,0 +1,86 @@
+"""`paint-ray` — the command line. All flags live here; errors are one line, never a traceback."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from .errors import PaintRayError
+
+EXIT_USAGE = 2
+
+
+def _tasks(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _add_finetune_args(p: argparse.ArgumentParser) -> None:
+    from .finetune import FinetuneConfig
+    d = FinetuneConfig()
+    g = p.add_argument_group("fine-tuning")
+    g.add_argument("--lr", type=float, default=d.lr)
+    g.add_argument("--steps", type=int, default=d.steps)
+    g.add_argument("--batch-size", type=int, default=d.batch_size)
+    g.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    g.add_argument("--warmup-steps", type=int, default=d.warmup_steps)
+    g.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
+    g.add_argument("--seed", type=int, default=d.seed)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="paint-ray", description="Patch open-vocabulary models by "
+                                     "interpolating zero-shot and fine-tuned weights (PAINT).")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("patch", help="fine-tune on a patch task, sweep alpha, pick it on validation")
+    p.add_argument("--model", default="toy-m", help="toy-s|toy-m|toy-l, ARCH:TAG, ARCH:/path/ckpt, hf-hub:…, local-dir:…")
+    p.add_argument("--patch", default="digits", help="the task to patch")
+    p.add_argument("--supported", default="shapes,colors", help="comma-separated tasks to keep")
+    p.add_argument("--alphas", default="0:1:0.1", help="start:stop:step (stop included) or a comma list")
+    p.add_argument("--max-drop", type=float, default=None,
+                   help="pick the best patch accuracy whose mean supported drop is at most D points")
+    p.add_argument("--out", default="paint_ray_out", help="output directory (results Parquet lands here)")
+    p.add_argument("--data-root", default=None, help="root of on-disk datasets (paper tasks)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    _add_finetune_args(p)
+    return parser
+
+
+def _cmd_patch(args: argparse.Namespace) -> int:
+    from .finetune import FinetuneConfig
+    from .patch import PatchRequest, parse_alphas, run_patch
+    from .report import format_frontier
+    cfg = FinetuneConfig(lr=args.lr, steps=args.steps, batch_size=args.batch_size, weight_decay=args.weight_decay,
+                         warmup_steps=args.warmup_steps, label_smoothing=args.label_smoothing, seed=args.seed)
+    req = PatchRequest(model=args.model, patch=args.patch, supported=_tasks(args.supported),
+                       alphas=parse_alphas(args.alphas), finetune=cfg,
+                       rule="max-drop" if args.max_drop is not None else "mean", max_drop=args.max_drop,
+                       out=args.out, data_root=args.data_root, device=args.device)
+    report = run_patch(req, progress=not args.json)
+    if args.json:
+        print(json.dumps(report.summary()))
+    else:
+        print(format_frontier(report))
+    return 0
+
+
+COMMANDS = {"patch": _cmd_patch}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except PaintRayError as e:
+        print(f"paint-ray: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("paint-ray: interrupted; every result already written stays in the output directory",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,111 @@
+"""The sweep engine: θ0, fine-tuned θ1s, zero-shot heads and prepared eval splits resident on ONE device.
+
+A cell is (weights, α, eval task, split). Cells are grouped by (weights, α) so each patched model is formed
+once, in place, and then evaluated on every task it is asked for. α = 0 is the same model whatever the
+fine-tuned weights, so it is evaluated once; α = 1 is evaluated once per θ1. Ray's actor (ray_actors.py)
+is a thin wrapper around this class; everything here is plain torch.
+"""
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass
+from itertools import groupby
+
+import torch
+
+from .data import PreparedSplit
+from .finetune import batch_logits
+from .interpolate import interpolate_, tensors_of
+from .models.normalize import to_model_input
+
+ZERO_SHOT = "zeroshot"
+
+
+@dataclass(frozen=True, order=True)
+class Cell:
+    weights: str      # key of a fine-tuned θ1 given to add_weights (ZERO_SHOT for θ0)
+    alpha: float
+    task: str
+    split: str
+
+    def canonical(self) -> "Cell":
+        """α = 0 is θ0 for every θ1: one evaluation serves them all."""
+        return Cell(ZERO_SHOT, 0.0, self.task, self.split) if self.alpha == 0.0 else self
+
+
+class Evaluator:
+    def __init__(self, visual: torch.nn.Module, device: torch.device | str = "cpu", batch_size: int = 512):
+        self.device = torch.device(device)
+        self.visual = copy.deepcopy(visual).to(self.device).eval().requires_grad_(False)
+        self.names = [k for k, v in self.visual.state_dict().items() if v.is_floating_point()]
+        self.live = tensors_of(self.visual, self.names)
+        self.theta0 = [t.detach().clone() for t in self.live]
+        self.batch_size = batch_size
+        self.weights: dict[str, list[torch.Tensor]] = {}
+        self.heads: dict[str, torch.Tensor] = {}
+        self.splits: dict[tuple[str, str], PreparedSplit] = {}
+        self.memo: dict[Cell, dict] = {}
+        self.current: tuple[str, float] | None = (ZERO_SHOT, 0.0)
+        self.loads = 0            # weights, heads and splits transferred in: a reused actor adds none
+
+    # ---- loading (each counted once) ---------------------------------------------------------
+    def add_weights(self, key: str, state: Mapping[str, torch.Tensor]) -> None:
+        missing = [n for n in self.names if n not in state]
+        if missing:
+            raise KeyError(f"weights {key!r} lack {len(missing)} image-encoder tensors, e.g. {missing[0]}")
+        self.weights[key] = [state[n].to(self.device, self.live[i].dtype) for i, n in enumerate(self.names)]
+        self.memo = {c: r for c, r in self.memo.items() if c.weights != key}
+        if self.current and self.current[0] == key:
+            self.current = None
+        self.loads += 1
+
+    def add_head(self, task: str, head: torch.Tensor) -> None:
+        self.heads[task] = head.to(self.device, torch.float32)
+        self.loads += 1
+
+    def add_split(self, task: str, split: str, data: PreparedSplit) -> None:
+        self.splits[(task, split)] = data.to(self.device)
+        self.loads += 1
+
+    def has(self, weights: Iterable[str] = (), tasks: Iterable[tuple[str, str]] = ()) -> bool:
+        return all(w == ZERO_SHOT or w in self.weights for w in weights) and \
+            all(t[0] in self.heads and t in self.splits for t in tasks)
+
+    # ---- evaluation -------------------------------------------------------------------------
+    def set_model(self, weights: str, alpha: float) -> None:
+        """Form θα in place (skipped when it is already the live model)."""
+        if self.current == (weights, alpha):
+            return
+        theta1 = None if weights == ZERO_SHOT else self.weights[weights]
+        interpolate_(self.live, self.theta0, theta1, alpha)
+        self.current = (weights, alpha)
+
+    @torch.inference_mode()
+    def _accuracy(self, task: str, split: str) -> tuple[float, int]:
+        data, head = self.splits[(task, split)], self.heads[task]
+        correct = torch.zeros((), dtype=torch.long, device=self.device)
+        for start in range(0, len(data), self.batch_size):
+            x = to_model_input(data.images[start:start + self.batch_size], self.visual)
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+                logits = batch_logits(self.visual, head, x)
+            correct += (logits.argmax(-1) == data.labels[start:start + self.batch_size]).sum()
+        return int(correct) / max(1, len(data)), len(data)
+
+    def evaluate(self, cells: Iterable[Cell]) -> list[dict]:
+        """One row per cell: the cell's fields plus accuracy, n and seconds (0 when reused)."""
+        cells = list(cells)
+        for c in cells:
+            if not 0.0 <= c.alpha <= 1.0:
+                raise ValueError(f"alpha {c.alpha} outside [0, 1]")
+            if not self.has([c.weights], [(c.task, c.split)]):
+                raise KeyError(f"evaluator lacks what cell {c} needs (weights, head or split)")
+        todo = sorted({c.canonical() for c in cells} - set(self.memo))
+        for (weights, alpha), group in groupby(todo, key=lambda c: (c.weights, c.alpha)):
+            self.set_model(weights, alpha)
+            for c in group:
+                start = time.perf_counter()
+                acc, n = self._accuracy(c.task, c.split)
+                self.memo[c] = {"accuracy": acc, "n": n, "seconds": time.perf_counter() - start}
+        return [{**asdict(c), **self.memo[c.canonical()]} for c in cells]

@@ -1,0 +1,33 @@
+"""The task registry: every task is looked up by name here."""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ..errors import unknown
+from .base import SPLITS, ArraySplit, Task
+from .embedded import EMBEDDED_TASKS
+
+# name -> factory(data_root) -> Task. Embedded tasks ignore the data root.
+_REGISTRY: dict[str, Callable[..., Task]] = {}
+
+
+def register(name: str, factory: Callable[..., Task]) -> None:
+    _REGISTRY[name] = factory
+
+
+for _name, _factory in EMBEDDED_TASKS.items():
+    register(_name, lambda data_root=None, _f=_factory: _f())
+
+
+def task_names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def get_task(name: str, data_root: str | None = None) -> Task:
+    """The task called `name`; a one-line PaintRayError names the valid tasks otherwise."""
+    if name not in _REGISTRY:
+        raise unknown("task", name, _REGISTRY)
+    return _REGISTRY[name](data_root=data_root)
+
+
+__all__ = ["SPLITS", "ArraySplit", "Task", "get_task", "register", "task_names"]

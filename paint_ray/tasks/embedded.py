@@ -1,0 +1,110 @@
+"""Tasks of the embedded world: generated shapes, colours, counts and digits, and scikit-learn's digits.
+
+Generated tasks draw every split from its own seed, so the same seed gives identical arrays. `digits` is
+real data (scikit-learn's bundled 1,797 handwritten digits), placed like the generated digits: 8x8 scans
+upscaled to 24 px, centred on a 32 px black canvas.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import lru_cache
+
+import numpy as np
+from PIL import Image
+
+from ..world import render
+from ..world.corpus import COUNT_WORDS, plural
+from .base import ArraySplit, Task, split_indices
+
+WORLD_VERSION = "1"
+SPLIT_SIZES = {"train": 2000, "val": 500, "test": 1000}
+SPLIT_SEEDS = {"train": 1, "val": 2, "test": 3}
+COUNTING_CLASSES = (4, 5, 6)          # never mentioned by a pretraining caption
+DIGIT_SPLITS = {"train": 997, "val": 300, "test": 500}
+
+
+def _generated(name: str, draw: Callable[[np.random.Generator, int], np.ndarray], n_classes: int,
+               seed: int) -> Callable[[str], ArraySplit]:
+    @lru_cache(maxsize=3)
+    def load(split: str) -> ArraySplit:
+        rng = np.random.default_rng([seed, SPLIT_SEEDS[split], sum(map(ord, name))])
+        n = SPLIT_SIZES[split]
+        labels = np.arange(n) % n_classes
+        rng.shuffle(labels)
+        images = np.stack([draw(rng, int(y)) for y in labels])
+        return ArraySplit(images, labels.astype(np.int64))
+    return load
+
+
+def _random_color(rng: np.random.Generator) -> str:
+    return list(render.COLORS)[rng.integers(len(render.COLORS))]
+
+
+def _random_shape(rng: np.random.Generator) -> str:
+    return render.SHAPES[rng.integers(len(render.SHAPES))]
+
+
+def shapes_task(seed: int = 0) -> Task:
+    def draw(rng, y):
+        return render.scene(rng, [(render.SHAPES[y], _random_color(rng))], float(rng.uniform(4.5, 9.0)))
+    return Task("shapes", render.SHAPES, ("a {}", "a photo of a {}", "a small {}", "a large {}"),
+                _generated("shapes", draw, len(render.SHAPES), seed), f"world{WORLD_VERSION}-{seed}")
+
+
+def colors_task(seed: int = 0) -> Task:
+    names = tuple(render.COLORS)
+
+    def draw(rng, y):
+        return render.scene(rng, [(_random_shape(rng), names[y])], float(rng.uniform(4.5, 9.0)))
+    return Task("colors", names, ("something {}", "a {} shape", "a {} object", "a {} thing"),
+                _generated("colors", draw, len(names), seed), f"world{WORLD_VERSION}-{seed}")
+
+
+def counting_task(seed: int = 0) -> Task:
+    def draw(rng, y):
+        n = COUNTING_CLASSES[y]
+        obj = (_random_shape(rng), _random_color(rng))
+        return render.scene(rng, [obj] * n, float(rng.uniform(3.0, 4.0)))
+    return Task("counting", tuple(COUNT_WORDS[c] for c in COUNTING_CLASSES),
+                ("{} shapes", "a photo of {} objects", "{} things", "{} objects"),
+                _generated("counting", draw, len(COUNTING_CLASSES), seed), f"world{WORLD_VERSION}-{seed}")
+
+
+def typed_digits_task(seed: int = 0) -> Task:
+    """Generated stroke digits: the same classes as `digits`, another domain (used for transfer)."""
+    def draw(rng, y):
+        return render.handwritten_digit(rng, y, box=int(rng.integers(18, 27)))
+    return Task("typed_digits", COUNT_WORDS, DIGIT_TEMPLATES,
+                _generated("typed_digits", draw, 10, seed), f"world{WORLD_VERSION}-{seed}")
+
+
+DIGIT_TEMPLATES = ("the digit {}", "the number {}", "a handwritten {}")
+
+
+@lru_cache(maxsize=1)
+def _sklearn_digits() -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.datasets import load_digits
+    data = load_digits()
+    images = np.zeros((len(data.images), render.SIZE, render.SIZE, 3), dtype=np.uint8)
+    for i, scan in enumerate(data.images):  # values 0..16
+        up = Image.fromarray((scan * 255 / 16).astype(np.uint8)).resize((24, 24), Image.BILINEAR)
+        images[i, 4:28, 4:28] = np.asarray(up)[..., None]
+    return images, data.target.astype(np.int64)
+
+
+def digits_task(seed: int = 0) -> Task:
+    def load(split: str) -> ArraySplit:
+        images, labels = _sklearn_digits()
+        parts = dict(zip(DIGIT_SPLITS, split_indices(len(labels), list(DIGIT_SPLITS.values()), seed)))
+        idx = parts[split]
+        return ArraySplit(images[idx], labels[idx])
+    return Task("digits", COUNT_WORDS, DIGIT_TEMPLATES, load, f"sklearn-digits-{seed}")
+
+
+EMBEDDED_TASKS: dict[str, Callable[[], Task]] = {
+    "shapes": shapes_task,
+    "colors": colors_task,
+    "counting": counting_task,
+    "digits": digits_task,
+    "typed_digits": typed_digits_task,
+}

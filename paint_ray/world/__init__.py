@@ -1,0 +1,1 @@
+"""The embedded open-vocabulary world: a seeded generator of captioned images and tasks drawn from it."""
