@@ -11,6 +11,13 @@ from .errors import PaintRayError
 EXIT_USAGE = 2
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but usage mistakes are one line like every other paint-ray error."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"paint-ray: error: {message} (see '{self.prog} --help')\n")
+
+
 def _tasks(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
@@ -29,9 +36,9 @@ def _add_finetune_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="paint-ray", description="Patch open-vocabulary models by "
+    parser = _Parser(prog="paint-ray", description="Patch open-vocabulary models by "
                                      "interpolating zero-shot and fine-tuned weights (PAINT).")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("patch", help="fine-tune on a patch task, sweep alpha, pick it on validation")
     p.add_argument("--model", default="toy-m", help="toy-s|toy-m|toy-l, ARCH:TAG, ARCH:/path/ckpt, hf-hub:…, local-dir:…")
@@ -45,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     _add_finetune_args(p)
+    from .commands import data as data_commands
+    data_commands.register(sub)
     return parser
 
 
@@ -72,6 +81,8 @@ COMMANDS = {"patch": _cmd_patch}
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if hasattr(args, "func"):
+            return args.func(args)
         return COMMANDS[args.command](args)
     except PaintRayError as e:
         print(f"paint-ray: error: {e}", file=sys.stderr)

@@ -54,7 +54,15 @@ def prepare(data, image_size: int) -> PreparedSplit:
 
 
 def prepare_task(task: Task, split: str, image_size: int) -> PreparedSplit:
-    return prepare(task.split(split), image_size)
+    """In-memory ArraySplits are prepared here; on-disk splits go through the eval cache (decoded once)."""
+    from .eval_cache import cached_prepare, lookup
+    hit = lookup(task, split, image_size)   # a hit skips even listing the dataset's files
+    if hit is not None:
+        return hit
+    data = task.split(split)
+    if isinstance(data, ArraySplit):
+        return prepare(data, image_size)
+    return cached_prepare(task, split, image_size, data=data)
 
 
 def image_size_of(visual: torch.nn.Module) -> int:

@@ -82,4 +82,4 @@ def pretrain(model: open_clip.CLIP, tokenizer, recipe: PretrainRecipe, device: t
         if step % 20 == 0:
             bar.set_postfix(loss=f"{loss:.3f}", scale=f"{model.logit_scale.exp().item():.1f}")
     model.eval()
-    return {"final_loss": loss, "seconds": time.time() - start, "logit_scale": float(model.logit_scale.exp())}
+    return {"final_loss": loss, "seconds": time.time() - start, "logit_scale": float(model.logit_scale.exp().detach())}

@@ -29,9 +29,10 @@ open_clip.add_model_config(CONFIG_DIR)
 
 # Recipes per embedded size; changing one changes the cache key, so stale models are never reused.
 EMBEDDED: dict[str, PretrainRecipe] = {
-    "toy-s": PretrainRecipe(steps=800, lr=2e-3),
-    "toy-m": PretrainRecipe(steps=800, lr=2e-3),
-    "toy-l": PretrainRecipe(steps=800, lr=1.5e-3),
+    "toy-xs": PretrainRecipe(steps=200, batch_size=128, lr=3e-3, corpus_size=6000),  # smoke tests, seconds
+    "toy-s": PretrainRecipe(steps=1200, lr=2e-3),
+    "toy-m": PretrainRecipe(steps=1200, lr=2e-3),
+    "toy-l": PretrainRecipe(steps=1000, lr=1.5e-3),
 }
 
 
@@ -86,7 +87,8 @@ def ensure_embedded(name: str, progress: bool = True, device: str = "cpu") -> Pa
         if (path / WEIGHTS_NAME).is_file():
             return path
         torch.manual_seed(EMBEDDED[name].seed)
-        model = open_clip.create_model(name, pretrained=None)
+        with _quiet_open_clip():  # "no pretrained weights": random init is the point here
+            model = open_clip.create_model(name, pretrained=None)
         tokenizer = open_clip.get_tokenizer(name)
         summary = pretrain(model, tokenizer, EMBEDDED[name], device=device, progress=progress,
                            desc=f"pretraining {name} (first use, cached after)")
@@ -101,7 +103,8 @@ def _from_dir(path: Path, spec: str, arch: str | None = None, pretrained: str | 
     if not (path / WEIGHTS_NAME).is_file():
         raise PaintRayError(f"model folder {path} has no {WEIGHTS_NAME}")
     model_cfg = cfg["model_cfg"]
-    model = open_clip.create_model(f"local-dir:{path}", load_weights=False)
+    with _quiet_open_clip():  # weights are loaded next, by paint_ray, with one-line errors
+        model = open_clip.create_model(f"local-dir:{path}", load_weights=False)
     state = load_tensors(path / WEIGHTS_NAME)
     try:
         model.load_state_dict(state)
@@ -143,7 +146,9 @@ def load_model(spec: str, progress: bool = True) -> LoadedModel:
         if not sep:
             raise PaintRayError(f"unknown model spec {spec!r}{closest(spec, EMBEDDED)}; valid: {', '.join(valid)} "
                                 f"(ARCH from open_clip.list_models())")
-        raise unknown("open_clip architecture", arch, open_clip.list_models())
+        raise PaintRayError(f"unknown open_clip architecture {arch!r}{closest(arch, open_clip.list_models())} in model "
+                            f"spec {spec!r}; valid: an architecture from open_clip.list_models() (e.g. ViT-B-32, "
+                            f"ViT-B-16, ViT-L-14) or an embedded model: {', '.join(sorted(EMBEDDED))}")
     model_cfg = open_clip.get_model_config(arch)
     looks_like_path = os.sep in pretrained or pretrained.endswith((".safetensors", ".pt", ".pth", ".bin"))
     if looks_like_path:
@@ -151,8 +156,10 @@ def load_model(spec: str, progress: bool = True) -> LoadedModel:
         if not path.is_file():
             raise PaintRayError(f"checkpoint file {path} does not exist (from model spec {spec!r})")
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a local file needs no hub; never let it try
-        model = open_clip.create_model(arch, pretrained=None)
+        # Read the file first: a corrupt one fails before the model is built.
         state = load_tensors(path) if path.suffix == ".safetensors" else _torch_load(path)
+        with _quiet_open_clip():  # open_clip warns "initialized randomly"; the weights are loaded right after
+            model = open_clip.create_model(arch, pretrained=None)
         try:
             model.load_state_dict(state.get("state_dict", state) if isinstance(state, dict) else state)
         except RuntimeError as e:

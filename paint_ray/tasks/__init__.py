@@ -31,3 +31,7 @@ def get_task(name: str, data_root: str | None = None) -> Task:
 
 
 __all__ = ["SPLITS", "ArraySplit", "Task", "get_task", "register", "task_names"]
+
+from .paper import PAPER_TASKS  # noqa: E402  (after register: the paper package imports .base only)
+for _name, _factory in PAPER_TASKS.items():
+    register(_name, _factory)

@@ -1,0 +1,1 @@
+"""Sub-commands of `paint-ray` beyond `patch`: each module adds its parser with `register(subparsers)`."""

@@ -1,0 +1,88 @@
+"""`paint-ray data check TASK --data-root DIR [--json] [--download]`: is a dataset there, and as expected?"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ..errors import PaintRayError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("data", help="inspect the on-disk datasets of the paper's tasks")
+    sub = p.add_subparsers(dest="data_command", required=True)
+    c = sub.add_parser("check", help="load a task's splits: classes, sizes, a sample label, validation indices")
+    c.add_argument("task", help="task name (paint_ray.tasks.task_names())")
+    c.add_argument("--data-root", default=None, help="root folder holding the datasets")
+    c.add_argument("--json", action="store_true", help="print one JSON object (with the validation indices)")
+    c.add_argument("--download", action="store_true",
+                   help="first fetch the dataset with torchvision's downloader, where one exists")
+    c.set_defaults(func=check)
+
+
+def download(name: str, data_root: str | None) -> None:
+    """Fetch a paper dataset into data_root with its torchvision downloader; one-line errors otherwise."""
+    from ..tasks import get_task
+    from ..tasks.paper import PAPER_DATASETS
+    if name not in PAPER_DATASETS:
+        get_task(name, data_root)       # unknown names: the registry's error with its suggestion
+        raise PaintRayError(f"task {name!r} is generated in memory; there is nothing to download")
+    dataset = PAPER_DATASETS[name]
+    if data_root is None:
+        raise PaintRayError(f"--download needs --data-root DIR to download {dataset.spec.title} into")
+    if dataset.download is None:
+        raise PaintRayError(f"{dataset.spec.title} has no downloader (its files are not publicly fetchable); "
+                            f"place them under {data_root} as: {dataset.spec.layout}")
+    root = Path(data_root).expanduser()
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        dataset.download(root)
+    except Exception as e:  # noqa: BLE001 - network, checksum and archive errors all become one line
+        first = str(e).splitlines()[0] if str(e) else ""
+        raise PaintRayError(f"downloading {dataset.spec.title} into {root} failed ({type(e).__name__}: {first})") \
+            from e
+
+
+def summary(name: str, data_root: str | None) -> dict:
+    """What `data check` reports: classes, templates, split sizes, item 0's label, held-out indices."""
+    from ..tasks import SPLITS, get_task
+    task = get_task(name, data_root)
+    out: dict = {"task": task.name, "data_root": str(Path(data_root).expanduser().resolve()) if data_root else None,
+                 "fingerprint": task.fingerprint, "num_classes": len(task.classnames),
+                 "classes": list(task.classnames), "templates": list(task.templates), "splits": {}}
+    for split in SPLITS:
+        data = task.split(split)
+        label = None
+        if len(data):
+            try:
+                label = int(data[0][1])
+            except (OSError, ValueError) as e:
+                raise PaintRayError(f"{name}/{split}: cannot read item 0 ({type(e).__name__}: "
+                                    f"{str(e).splitlines()[0] if str(e) else ''})") from e
+        out["splits"][split] = {"size": len(data), "item0_label": label,
+                                "item0_class": task.classnames[label] if label is not None else None}
+    out["val_indices"] = getattr(task.loader, "val_indices", None)
+    out["val_source"] = getattr(task.loader, "val_source", "generated in memory with its own seed")
+    return out
+
+
+def _text(s: dict) -> str:
+    shown = ", ".join(repr(c) for c in s["classes"][:8]) + (", …" if s["num_classes"] > 8 else "")
+    lines = [f"{s['task']}: {s['data_root'] or '(in memory)'}  [{s['fingerprint']}]",
+             f"classes ({s['num_classes']}): {shown}",
+             f"templates ({len(s['templates'])}): {s['templates'][0]!r}" + (", …" if len(s["templates"]) > 1 else "")]
+    for split, info in s["splits"].items():
+        sample = f"item 0: label {info['item0_label']} ({info['item0_class']!r})" if info["size"] else "empty"
+        lines.append(f"{split:>5}: {info['size']:>8,} images   {sample}")
+    n_val = len(s["val_indices"]) if s["val_indices"] is not None else 0
+    lines.append(f"  val: {n_val:,} indices from {s['val_source']}" if s["val_indices"] is not None
+                 else f"  val: {s['val_source']}")
+    return "\n".join(lines)
+
+
+def check(args: argparse.Namespace) -> int:
+    if args.download:
+        download(args.task, args.data_root)
+    s = summary(args.task, args.data_root)
+    print(json.dumps(s) if args.json else _text(s))
+    return 0

@@ -1,0 +1,64 @@
+import re
+
+import numpy as np
+import pytest
+
+from paint_ray.tasks import get_task, task_names
+from paint_ray.tasks.embedded import COUNTING_CLASSES, DIGIT_SPLITS, SPLIT_SIZES
+from paint_ray.world.corpus import COUNT_WORDS, generate_corpus
+
+
+def test_corpus_same_seed_identical_other_seed_differs():
+    a, b = generate_corpus(300, seed=5, progress=False), generate_corpus(300, seed=5, progress=False)
+    c = generate_corpus(300, seed=6, progress=False)
+    assert np.array_equal(a.images, b.images) and a.captions == b.captions
+    assert not np.array_equal(a.images, c.images)
+    assert a.images.shape == (300, 32, 32, 3) and a.images.dtype == np.uint8
+
+
+def test_counting_counts_are_never_captioned_as_counts():
+    captions = generate_corpus(3000, seed=0, progress=False).captions
+    unseen = [COUNT_WORDS[c] for c in COUNTING_CLASSES]
+    # a count word followed by a plural noun is a count; "the digit four" is a digit name, not a count
+    counted = [c for c in captions if re.match(rf"^(a photo of )?({'|'.join(unseen)}) \w+s\b", c)]
+    assert counted == []
+    assert any(re.match(r"^(a photo of )?(two|three) ", c) for c in captions)
+
+
+@pytest.mark.parametrize("name", ["shapes", "colors", "counting", "typed_digits"])
+def test_generated_tasks_deterministic_with_expected_sizes(name):
+    task = get_task(name)
+    for split, n in SPLIT_SIZES.items():
+        data = task.split(split)
+        assert len(data) == n
+        assert data.labels.min() == 0 and data.labels.max() == len(task.classnames) - 1
+    again = get_task(name).split("val")
+    assert np.array_equal(again.images, task.split("val").images)
+    assert not np.array_equal(task.split("val").images[:50], task.split("test").images[:50])
+
+
+def test_digits_is_sklearn_with_disjoint_deterministic_splits():
+    from sklearn.datasets import load_digits
+    task = get_task("digits")
+    parts = {s: task.split(s) for s in DIGIT_SPLITS}
+    assert {s: len(p) for s, p in parts.items()} == DIGIT_SPLITS
+    assert sum(DIGIT_SPLITS.values()) == len(load_digits().target)
+    flat = {s: {p.images[i].tobytes() for i in range(len(p))} for s, p in parts.items()}
+    assert not (flat["train"] & flat["test"]) and not (flat["val"] & flat["test"])
+    assert task.classnames[3] == "three" and set(np.unique(parts["test"].labels)) == set(range(10))
+
+
+def test_every_task_has_templates_with_one_placeholder():
+    for name in ["shapes", "colors", "counting", "digits", "typed_digits"]:
+        task = get_task(name)
+        assert all(t.count("{}") == 1 for t in task.templates)
+        assert len(set(task.classnames)) == len(task.classnames)
+
+
+def test_unknown_task_names_valid_choices_and_closest():
+    from paint_ray.errors import PaintRayError
+    with pytest.raises(PaintRayError) as e:
+        get_task("digitz")
+    msg = str(e.value)
+    assert "'digitz'" in msg and "did you mean 'digits'" in msg and "shapes" in msg and "\n" not in msg
+    assert "digits" in task_names()
