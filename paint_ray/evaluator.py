@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from itertools import groupby
 
@@ -99,7 +99,7 @@ class Evaluator:
         for c in cells:
             if not 0.0 <= c.alpha <= 1.0:
                 raise ValueError(f"alpha {c.alpha} outside [0, 1]")
-            if not self.has([c.weights], [(c.task, c.split)]):
+            if not self.has([c.canonical().weights], [(c.task, c.split)]):  # α = 0 needs no θ1
                 raise KeyError(f"evaluator lacks what cell {c} needs (weights, head or split)")
         todo = sorted({c.canonical() for c in cells} - set(self.memo))
         for (weights, alpha), group in groupby(todo, key=lambda c: (c.weights, c.alpha)):
@@ -109,3 +109,23 @@ class Evaluator:
                 acc, n = self._accuracy(c.task, c.split)
                 self.memo[c] = {"accuracy": acc, "n": n, "seconds": time.perf_counter() - start}
         return [{**asdict(c), **self.memo[c.canonical()]} for c in cells]
+
+
+def probe_features(ev: Evaluator, weights: str, alpha: float, probe: Sequence[tuple[str, str]],
+                   limit: int = 256) -> torch.Tensor:
+    """Image features of the first `limit` images of each probe split under θα (for CKA)."""
+    ev.set_model(weights, alpha)
+    feats = []
+    with torch.inference_mode():
+        for key in probe:
+            x = to_model_input(ev.splits[key].images[:limit], ev.visual)
+            feats.append(ev.visual(x).float().cpu())
+    return torch.cat(feats)
+
+
+def drift(ev: Evaluator, weights: str, probe: Sequence[tuple[str, str]]) -> dict:
+    """CKA between θ0 and θ1 features on the probe set, and the relative weight distance."""
+    from .analysis import linear_cka, relative_distance
+    f0 = probe_features(ev, ZERO_SHOT, 0.0, probe)
+    f1 = probe_features(ev, weights, 1.0, probe)
+    return {"cka": linear_cka(f0, f1), "weight_distance": relative_distance(ev.theta0, ev.weights[weights])}

@@ -1,0 +1,30 @@
+"""RQ2 — does patching work better as models grow?
+
+Embedded preset (default, offline, CPU): toy-s, toy-m, toy-l x patch tasks (digits, counting), supported
+shapes and colors. Paper preset: ViT-B-32, ViT-B-16, ViT-L-14 (openai) on the paper's patch tasks with
+ImageNet as supported task (needs --data-root and the weights in the local open_clip cache).
+
+    python experiments/scaling.py [--out scaling_out] [--preset embedded|paper]
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a checkout without install
+
+from paint_ray.experiment_cli import main_for  # noqa: E402
+
+PRESETS = {
+    "embedded": dict(models=["toy-s", "toy-m", "toy-l"], patch_tasks=["digits", "counting"],
+                     supported=["shapes", "colors"], search_space={"lr": [3e-4], "steps": [400]}),
+    "paper": dict(models=["ViT-B-32:openai", "ViT-B-16:openai", "ViT-L-14:openai"],
+                  patch_tasks=["cars", "dtd", "eurosat", "gtsrb", "kitti_distance", "mnist", "resisc45",
+                               "sun397", "svhn"],
+                  supported=["imagenet"],
+                  search_space={"lr": [1e-5], "steps": [2000], "batch_size": [128], "warmup_steps": [500],
+                                "augment_shift": [22]}),
+}
+
+if __name__ == "__main__":
+    sys.exit(main_for("scaling", PRESETS, __doc__))

@@ -1,0 +1,1 @@
+"""Ray placement and scheduling of the core (which itself never imports Ray)."""

@@ -1,0 +1,36 @@
+"""Joining a Ray cluster, or starting a local one sized to the machine."""
+from __future__ import annotations
+
+import os
+
+from ..errors import PaintRayError
+
+NAMESPACE = "paint_ray"
+# Environment that workers need to find the same caches and tracking server as the driver.
+FORWARDED_ENV = ("PAINT_RAY_HOME", "MLFLOW_TRACKING_URI", "HF_HUB_OFFLINE", "HF_HOME")
+
+
+def connect(address: str | None = None, num_cpus: int | None = None, num_gpus: int | None = None) -> dict:
+    """ray.init: join `address` / RAY_ADDRESS / a node started with `ray start`, else start a local
+    cluster. Returns the cluster's resources. An unreachable address is a one-line PaintRayError."""
+    import ray
+    if ray.is_initialized():
+        return ray.cluster_resources()
+    from ..paths import home
+    os.environ.setdefault("PAINT_RAY_HOME", str(home()))   # workers must share the driver's cache
+    env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
+    address = address or os.environ.get("RAY_ADDRESS")
+    kwargs = dict(namespace=NAMESPACE, runtime_env={"env_vars": env}, log_to_driver=True,
+                  configure_logging=True, logging_level="WARNING")
+    try:
+        if address:
+            ray.init(address=address, **kwargs)
+        else:
+            try:  # a node started with `ray start` on this machine
+                ray.init(address="auto", **kwargs)
+            except ConnectionError:
+                ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False, **kwargs)
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        raise PaintRayError(f"cannot reach a Ray cluster at {address!r} ({str(e).splitlines()[0][:160]}); "
+                            f"start one with `ray start --head`, fix RAY_ADDRESS, or unset it to run locally") from e
+    return ray.cluster_resources()

@@ -1,0 +1,110 @@
+"""The shared command line of experiments/*.py: presets, overrides, one-line errors, table + artifacts."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .errors import PaintRayError, unknown
+
+
+def _floats(text: str) -> list[float]:
+    return [float(v) for v in text.split(",") if v.strip()]
+
+
+def _ints(text: str) -> list[int]:
+    return [int(v) for v in text.split(",") if v.strip()]
+
+
+def _names(text: str) -> list[str]:
+    return [v.strip() for v in text.split(",") if v.strip()]
+
+
+def build_parser(study: str, presets: dict, doc: str | None) -> argparse.ArgumentParser:
+    from .cli import _Parser
+    p = _Parser(prog=f"experiments/{study}.py", description=(doc or "").strip().splitlines()[0] if doc else None)
+    p.add_argument("--preset", default="embedded", help=f"one of: {', '.join(presets)}")
+    p.add_argument("--out", default=f"{study}_out", help="output directory (Parquet, plots, Tune, MLflow)")
+    p.add_argument("--models", type=_names, help="override the preset's model specs (comma-separated)")
+    p.add_argument("--patch", type=_names, help="override the preset's patch tasks")
+    p.add_argument("--supported", type=_names, help="override the preset's supported tasks")
+    p.add_argument("--alphas", default="0:1:0.1", help="alpha grid: start:stop:step or a comma list")
+    p.add_argument("--lr", type=_floats, help="learning rates to grid over (comma-separated)")
+    p.add_argument("--steps", type=_ints, help="fine-tuning steps to grid over")
+    p.add_argument("--weight-decay", type=_floats, help="weight decays to grid over")
+    p.add_argument("--label-smoothing", type=_floats, help="label smoothings to grid over")
+    p.add_argument("--asha", action="store_true", help="early-stop weak trials with ASHA on patch val accuracy")
+    p.add_argument("--cpus-per-trial", type=float, default=1.0)
+    p.add_argument("--gpus-per-trial", type=float, default=None,
+                   help="default: 1 where the cluster has GPUs, else 0; fractions allowed")
+    p.add_argument("--evaluators", type=int, default=None, help="evaluator actors (default: one per GPU or CPU)")
+    p.add_argument("--max-drop", type=float, default=None, help="select α by max supported drop D points")
+    p.add_argument("--data-root", default=None, help="root of the on-disk datasets (paper preset)")
+    p.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS, a local node, "
+                                                    "or a new local cluster)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p
+
+
+def config_from_args(study: str, presets: dict, args: argparse.Namespace):
+    from .distributed.tune_finetune import TrialResources
+    from .patch import parse_alphas
+    from .study import StudyConfig
+    if args.preset not in presets:
+        raise unknown("preset", args.preset, presets)
+    preset = presets[args.preset]
+    space = dict(preset["search_space"])
+    for key, attr in [("lr", "lr"), ("steps", "steps"), ("weight_decay", "weight_decay"),
+                      ("label_smoothing", "label_smoothing")]:
+        if getattr(args, attr):
+            space[key] = getattr(args, attr)
+    resources = None
+    if args.gpus_per_trial is not None or args.cpus_per_trial != 1.0:
+        resources = TrialResources(cpus=args.cpus_per_trial, gpus=args.gpus_per_trial or 0.0)
+    return StudyConfig(name=study, models=args.models or preset["models"],
+                       patch_tasks=args.patch or preset["patch_tasks"],
+                       supported=args.supported if args.supported is not None else preset["supported"],
+                       alphas=parse_alphas(args.alphas), out=args.out, search_space=space,
+                       data_root=args.data_root, resources=resources, evaluators=args.evaluators,
+                       asha=args.asha, rule="max-drop" if args.max_drop is not None else "mean",
+                       max_drop=args.max_drop, address=args.address, progress=not args.quiet)
+
+
+def format_table(table) -> str:
+    cols = [("model", "model", "{}"), ("patch", "patch", "{}"), ("alpha", "α", "{:.2f}"),
+            ("patch_zero_shot", "patch zs", "{:.1%}"), ("patch_fine_tuned", "patch ft", "{:.1%}"),
+            ("patch_patched", "patch α", "{:.1%}"), ("supported_zero_shot", "supp zs", "{:.1%}"),
+            ("supported_fine_tuned", "supp ft", "{:.1%}"), ("supported_patched", "supp α", "{:.1%}"),
+            ("gain", "gain", "{:+.1%}"), ("drop", "drop", "{:+.1%}"), ("cka", "CKA", "{:.3f}"),
+            ("weight_distance", "‖θ1−θ0‖/‖θ0‖", "{:.4f}")]
+    rows = [[fmt.format(r[c]) for c, _, fmt in cols] for _, r in table.iterrows()]
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, (_, h, _) in enumerate(cols)]
+    lines = ["  ".join(h.rjust(w) for (_, h, _), w in zip(cols, widths))]
+    lines += ["  ".join(v.rjust(w) for v, w in zip(r, widths)) for r in rows]
+    return "\n".join(lines)
+
+
+def main_for(study: str, presets: dict, doc: str | None = None, argv=None) -> int:
+    args = build_parser(study, presets, doc).parse_args(argv)
+    try:
+        from .plots import scaling_plot
+        from .study import run_study
+        cfg = config_from_args(study, presets, args)
+        result = run_study(cfg)
+        table = result.table()
+        out = Path(cfg.out)
+        table.to_parquet(out / f"{study}.parquet")
+        scaling_plot(table, out / f"{study}.png")
+        print(f"\n{study}: test accuracy at the α chosen on validation ({result.selection_rule()})")
+        print(format_table(table))
+        t = result.timings
+        print(f"\n{t['total_s']:.0f} s (models {t['models_s']:.0f} s, fine-tuning {t['tune_s']:.0f} s, "
+              f"sweep {t['sweep_s']:.0f} s); rows in {out / 'results'}, table {out / f'{study}.parquet'}, "
+              f"plot {out / f'{study}.png'}")
+        return 0
+    except PaintRayError as e:
+        print(f"paint-ray: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("paint-ray: interrupted; finished cells are kept and a rerun resumes", file=sys.stderr)
+        return 130
