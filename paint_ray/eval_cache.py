@@ -116,6 +116,8 @@ def _read(path: Path) -> PreparedSplit | None:
 
 def lookup(task: Task, split: str, image_size: int) -> PreparedSplit | None:
     """The cached entry for this split at this size, or None."""
+    if not task.fingerprint:
+        return None
     path = entry_dir(task, split, image_size)
     return _read(path) if (path / "meta.json").is_file() else None
 
@@ -154,6 +156,8 @@ def cached_prepare(task: Task, split: str, image_size: int, data=None, progress:
     hit = lookup(task, split, image_size)
     if hit is not None:
         return hit
+    if not task.fingerprint:   # nothing identifies the data, so nothing decoded could be safely reused
+        return decode(task.split(split) if data is None else data, image_size, f"{task.name}/{split}", progress)
     from filelock import FileLock
     path = entry_dir(task, split, image_size)
     try:

@@ -6,6 +6,7 @@ experiments/*.py are thin front-ends over `run_study`; the pieces it schedules a
 from __future__ import annotations
 
 import itertools
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,7 +22,7 @@ from .data import image_size_of, prepare_task
 from .distributed.cluster import connect
 from .distributed.evaluators import ensure_evaluators, evaluator_names, shutdown_evaluators
 from .distributed.sweep import ModelPayload, run_units, stage, units_of
-from .distributed.tune_finetune import METRIC, TrialResources, default_resources, run_trials
+from .distributed.tune_finetune import METRIC, TrialResources, check_resources, default_resources, run_trials
 from .errors import PaintRayError
 from .evaluator import Cell
 from .finetune import FinetuneConfig
@@ -133,6 +134,7 @@ def run_study(cfg: StudyConfig) -> StudyResult:
     t0 = time.time()
     resources = connect(cfg.address)
     trial_res = cfg.resources or default_resources()
+    check_resources(trial_res)          # before any model is loaded or trained
     out = Path(cfg.out).resolve()
     store = ResultStore(out / "results")
 
@@ -156,7 +158,8 @@ def run_study(cfg: StudyConfig) -> StudyResult:
     if evaluator_names() and trial_res.gpus > 0 and \
             ray.available_resources().get("GPU", 0) < trial_res.gpus:
         print(f"releasing {shutdown_evaluators()} live evaluators so Tune can use their GPUs")
-    grid = run_trials(param_space, cfg.tune_storage or out / "tune", f"{cfg.name}-{cache.digest(space)}",
+    storage = cfg.tune_storage or os.environ.get("PAINT_RAY_STORAGE") or out / "tune"
+    grid = run_trials(param_space, storage, f"{cfg.name}-{cache.digest(space)}",
                       trial_res, asha=cfg.asha)
     trials = []
     for result in grid:
@@ -169,7 +172,8 @@ def run_study(cfg: StudyConfig) -> StudyResult:
         trials.append({"model": result.config["model"], "patch": result.config["patch"], "recipe": recipe,
                        "trial": trial_key(result.config["model"], result.config["patch"], recipe),
                        METRIC: result.metrics.get(METRIC), "state": state,
-                       "tune_trial_id": result.metrics.get("trial_id"), "path": result.path})
+                       "tune_trial_id": result.metrics.get("trial_id"), "node_id": result.metrics.get("node_id"),
+                       "path": result.path})
     timings["tune_s"] = time.time() - t
 
     # 3. sweep on evaluator actors

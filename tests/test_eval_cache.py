@@ -135,3 +135,10 @@ def test_a_corrupt_entry_is_rebuilt(tmp_path, cache_home):
     (cache_home / entry / "images.npy").write_bytes(b"garbage")
     again = eval_cache.cached_prepare(task, "test", 16, progress=False)
     assert loader.data.decoded == 24 and torch.equal(again.images, first)
+
+
+def test_a_task_without_fingerprint_is_decoded_but_never_cached(tmp_path, cache_home):
+    task, loader = png_task(tmp_path, fingerprint="")
+    first = prepare_task(task, "test", 16)
+    assert torch.equal(prepare_task(task, "test", 16).images, first.images)
+    assert loader.data.decoded == 24 and entries(cache_home) == []

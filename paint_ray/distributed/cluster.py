@@ -10,6 +10,20 @@ NAMESPACE = "paint_ray"
 FORWARDED_ENV = ("PAINT_RAY_HOME", "MLFLOW_TRACKING_URI", "HF_HUB_OFFLINE", "HF_HOME")
 
 
+def _reachable(address: str, timeout: float = 3.0) -> str | None:
+    """None if a TCP connection to host:port succeeds, else why not (Ray itself waits minutes to say so)."""
+    import socket
+    hostport = address.split("://", 1)[-1]
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        return "not HOST:PORT"
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            return None
+    except OSError as e:
+        return e.strerror or type(e).__name__
+
+
 def connect(address: str | None = None, num_cpus: int | None = None, num_gpus: int | None = None) -> dict:
     """ray.init: join `address` / RAY_ADDRESS / a node started with `ray start`, else start a local
     cluster. Returns the cluster's resources. An unreachable address is a one-line PaintRayError."""
@@ -22,6 +36,11 @@ def connect(address: str | None = None, num_cpus: int | None = None, num_gpus: i
     address = address or os.environ.get("RAY_ADDRESS")
     kwargs = dict(namespace=NAMESPACE, runtime_env={"env_vars": env}, log_to_driver=True,
                   configure_logging=True, logging_level="WARNING")
+    if address and address != "auto":
+        why = _reachable(address)
+        if why:
+            raise PaintRayError(f"cannot reach a Ray cluster at {address!r} ({why}); start one with "
+                                f"`ray start --head`, fix RAY_ADDRESS/--address, or unset it to run locally")
     try:
         if address:
             ray.init(address=address, **kwargs)

@@ -15,7 +15,10 @@ PREFIX = "paint_ray-evaluator-"
 
 @ray.remote
 class EvaluatorActor(EvaluatorHost):
-    """EvaluatorHost as an actor: every public method becomes remote; nothing is added."""
+    """EvaluatorHost as an actor: every public method becomes remote; the inventory says where it runs."""
+
+    def inventory(self) -> dict:
+        return {**super().inventory(), "node_id": ray.get_runtime_context().get_node_id()}
 
 
 def evaluator_names() -> list[str]:

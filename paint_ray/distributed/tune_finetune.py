@@ -58,6 +58,7 @@ def finetune_trial(config: dict) -> None:
     from ..models.registry import load_model
     from ..tasks import get_task
 
+    node = ray.get_runtime_context().get_node_id()
     cpus = max(1, int(tune.get_context().get_trial_resources().required_resources.get("CPU", 1)))
     torch.set_num_threads(cpus)
     device = "cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
@@ -73,7 +74,7 @@ def finetune_trial(config: dict) -> None:
         visual.load_state_dict(load_tensors(final), strict=False)
         acc = accuracy(visual, head, val, device)
         _checkpoint(visual_state(visual), None, {METRIC: acc, "step": recipe.steps, "cached": True,
-                                                 "theta1_path": str(final)})
+                                                 "theta1_path": str(final), "node_id": node})
         return
     tuner = Finetuner(loaded.model.visual, head, prepare_task(task, "train", size), recipe, device)
     ckpt = tune.get_checkpoint()
@@ -86,7 +87,7 @@ def finetune_trial(config: dict) -> None:
     def report(t: Finetuner) -> None:
         done = t.step >= recipe.steps
         metrics = {METRIC: accuracy(t.visual, head, val, device), "loss": t.last_loss, "step": t.step,
-                   "cached": False, "theta1_path": str(final) if done else ""}
+                   "cached": False, "theta1_path": str(final) if done else "", "node_id": node}
         if done:
             save_tensors(visual_state(t.visual), final)
         state = t.state_dict()
