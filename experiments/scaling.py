@@ -17,7 +17,7 @@ from paint_ray.experiment_cli import main_for  # noqa: E402
 
 PRESETS = {
     "embedded": dict(models=["toy-s", "toy-m", "toy-l"], patch_tasks=["digits", "counting"],
-                     supported=["shapes", "colors"], search_space={"lr": [3e-4], "steps": [400]}),
+                     supported=["shapes", "colors"], search_space={"lr": [3e-4], "steps": [200]}),
     "paper": dict(models=["ViT-B-32:openai", "ViT-B-16:openai", "ViT-L-14:openai"],
                   patch_tasks=["cars", "dtd", "eurosat", "gtsrb", "kitti_distance", "mnist", "resisc45",
                                "sun397", "svhn"],

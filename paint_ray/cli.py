@@ -52,6 +52,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     _add_finetune_args(p)
+    p.set_defaults(func=_cmd_patch)
+
+    p = sub.add_parser("load", help="fetch a patched model logged to MLflow (open_clip folder + heads)")
+    p.add_argument("run_id", help="the MLflow run of the patched model")
+    p.add_argument("--tracking-uri", default=None, help="default: MLFLOW_TRACKING_URI")
+    p.add_argument("--out", default=None, help="folder to put the model in (default: a temporary folder)")
+    p.add_argument("--evaluate", default=None, metavar="TASK", help="also report its test accuracy on TASK")
+    p.add_argument("--data-root", default=None)
+    p.set_defaults(func=_cmd_load)
+
     from .commands import data as data_commands
     data_commands.register(sub)
     return parser
@@ -75,15 +85,29 @@ def _cmd_patch(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"patch": _cmd_patch}
+def _cmd_load(args: argparse.Namespace) -> int:
+    from .tracking import load_patched
+    bundle = load_patched(args.run_id, args.tracking_uri, args.out)
+    folder = getattr(bundle, "folder", None)
+    print(f"patched model of run {bundle.run_id} at alpha={bundle.alpha:g}; heads: {', '.join(bundle.heads)}")
+    if folder:
+        print(f"open_clip folder: {folder}  (open_clip.create_model('local-dir:{folder}'))")
+    if args.evaluate:
+        from .data import image_size_of, prepare_task
+        from .errors import unknown
+        from .tasks import get_task
+        if args.evaluate not in bundle.heads:
+            raise unknown("task for this patched model", args.evaluate, bundle.heads)
+        data = prepare_task(get_task(args.evaluate, args.data_root), "test", image_size_of(bundle.model.visual))
+        acc = float((bundle.predict(args.evaluate, data.images) == data.labels).float().mean())
+        print(f"{args.evaluate} test accuracy: {acc:.4f} (n={len(data)})")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        if hasattr(args, "func"):
-            return args.func(args)
-        return COMMANDS[args.command](args)
+        return args.func(args)
     except PaintRayError as e:
         print(f"paint-ray: error: {e}", file=sys.stderr)
         return EXIT_USAGE

@@ -30,9 +30,9 @@ class Cell:
     task: str
     split: str
 
-    def canonical(self) -> "Cell":
-        """α = 0 is θ0 for every θ1: one evaluation serves them all."""
-        return Cell(ZERO_SHOT, 0.0, self.task, self.split) if self.alpha == 0.0 else self
+    def canonical(self, has_start: bool = False) -> "Cell":
+        """α = 0 is θ0 for every θ1 that starts at θ0: one evaluation serves them all."""
+        return Cell(ZERO_SHOT, 0.0, self.task, self.split) if self.alpha == 0.0 and not has_start else self
 
 
 class Evaluator:
@@ -44,6 +44,7 @@ class Evaluator:
         self.theta0 = [t.detach().clone() for t in self.live]
         self.batch_size = batch_size
         self.weights: dict[str, list[torch.Tensor]] = {}
+        self.starts: dict[str, list[torch.Tensor]] = {}   # θ1 keys whose α = 0 is not θ0 (sequential)
         self.heads: dict[str, torch.Tensor] = {}
         self.splits: dict[tuple[str, str], PreparedSplit] = {}
         self.memo: dict[Cell, dict] = {}
@@ -51,11 +52,18 @@ class Evaluator:
         self.loads = 0            # weights, heads and splits transferred in: a reused actor adds none
 
     # ---- loading (each counted once) ---------------------------------------------------------
-    def add_weights(self, key: str, state: Mapping[str, torch.Tensor]) -> None:
+    def _tensors(self, key: str, state: Mapping[str, torch.Tensor]) -> list[torch.Tensor]:
         missing = [n for n in self.names if n not in state]
         if missing:
             raise KeyError(f"weights {key!r} lack {len(missing)} image-encoder tensors, e.g. {missing[0]}")
-        self.weights[key] = [state[n].to(self.device, self.live[i].dtype) for i, n in enumerate(self.names)]
+        return [state[n].to(self.device, self.live[i].dtype) for i, n in enumerate(self.names)]
+
+    def add_weights(self, key: str, state: Mapping[str, torch.Tensor],
+                    start: Mapping[str, torch.Tensor] | None = None) -> None:
+        """Register θ1 under `key`; with `start`, α interpolates from `start` instead of θ0."""
+        self.weights[key] = self._tensors(key, state)
+        if start is not None:
+            self.starts[key] = self._tensors(key, start)
         self.memo = {c: r for c, r in self.memo.items() if c.weights != key}
         if self.current and self.current[0] == key:
             self.current = None
@@ -79,7 +87,7 @@ class Evaluator:
         if self.current == (weights, alpha):
             return
         theta1 = None if weights == ZERO_SHOT else self.weights[weights]
-        interpolate_(self.live, self.theta0, theta1, alpha)
+        interpolate_(self.live, self.starts.get(weights, self.theta0), theta1, alpha)
         self.current = (weights, alpha)
 
     @torch.inference_mode()
@@ -99,16 +107,19 @@ class Evaluator:
         for c in cells:
             if not 0.0 <= c.alpha <= 1.0:
                 raise ValueError(f"alpha {c.alpha} outside [0, 1]")
-            if not self.has([c.canonical().weights], [(c.task, c.split)]):  # α = 0 needs no θ1
+            if not self.has([self._canonical(c).weights], [(c.task, c.split)]):  # α = 0 needs no θ1
                 raise KeyError(f"evaluator lacks what cell {c} needs (weights, head or split)")
-        todo = sorted({c.canonical() for c in cells} - set(self.memo))
+        todo = sorted({self._canonical(c) for c in cells} - set(self.memo))
         for (weights, alpha), group in groupby(todo, key=lambda c: (c.weights, c.alpha)):
             self.set_model(weights, alpha)
             for c in group:
                 start = time.perf_counter()
                 acc, n = self._accuracy(c.task, c.split)
                 self.memo[c] = {"accuracy": acc, "n": n, "seconds": time.perf_counter() - start}
-        return [{**asdict(c), **self.memo[c.canonical()]} for c in cells]
+        return [{**asdict(c), **self.memo[self._canonical(c)]} for c in cells]
+
+    def _canonical(self, c: Cell) -> Cell:
+        return c.canonical(has_start=c.weights in self.starts)
 
 
 def probe_features(ev: Evaluator, weights: str, alpha: float, probe: Sequence[tuple[str, str]],

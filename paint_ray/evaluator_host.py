@@ -48,8 +48,9 @@ class EvaluatorHost:
         self.evaluators[model_id] = Evaluator(visual, self.device)
         self.loads += 1
 
-    def add_weights(self, model_id: str, key: str, state: Mapping) -> None:
-        self.evaluators[model_id].add_weights(key, {k: _tensor(np.asarray(v)) for k, v in state.items()})
+    def add_weights(self, model_id: str, key: str, state: Mapping, start: Mapping | None = None) -> None:
+        as_tensors = (lambda d: {k: _tensor(np.asarray(v)) for k, v in d.items()})
+        self.evaluators[model_id].add_weights(key, as_tensors(state), None if start is None else as_tensors(start))
         self.loads += 1
 
     def add_head(self, model_id: str, task: str, head) -> None:

@@ -42,6 +42,10 @@ def build_parser(study: str, presets: dict, doc: str | None) -> argparse.Argumen
     p.add_argument("--data-root", default=None, help="root of the on-disk datasets (paper preset)")
     p.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS, a local node, "
                                                     "or a new local cluster)")
+    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, "
+                                                          "else sqlite in --out)")
+    p.add_argument("--register", action="store_true", help="register each patched model in the MLflow registry")
+    p.add_argument("--no-mlflow", action="store_true", help="skip MLflow logging (Parquet only)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
@@ -62,12 +66,14 @@ def config_from_args(study: str, presets: dict, args: argparse.Namespace):
     if args.gpus_per_trial is not None or args.cpus_per_trial != 1.0:
         resources = TrialResources(cpus=args.cpus_per_trial, gpus=args.gpus_per_trial or 0.0)
     return StudyConfig(name=study, models=args.models or preset["models"],
+                       extra_tasks=list(preset.get("extra_tasks", [])),
                        patch_tasks=args.patch or preset["patch_tasks"],
                        supported=args.supported if args.supported is not None else preset["supported"],
                        alphas=parse_alphas(args.alphas), out=args.out, search_space=space,
                        data_root=args.data_root, resources=resources, evaluators=args.evaluators,
                        asha=args.asha, rule="max-drop" if args.max_drop is not None else "mean",
-                       max_drop=args.max_drop, address=args.address, progress=not args.quiet)
+                       max_drop=args.max_drop, address=args.address, tracking_uri=args.tracking_uri,
+                       register=args.register, mlflow=not args.no_mlflow, progress=not args.quiet)
 
 
 def format_table(table) -> str:
@@ -84,7 +90,9 @@ def format_table(table) -> str:
     return "\n".join(lines)
 
 
-def main_for(study: str, presets: dict, doc: str | None = None, argv=None) -> int:
+def main_for(study: str, presets: dict, doc: str | None = None, argv=None, report=None) -> int:
+    """Run a study from the command line. `report(result, out_dir) -> (text, [files])` adds what is
+    particular to a study (a matrix, a heatmap); its files are saved and logged to MLflow too."""
     args = build_parser(study, presets, doc).parse_args(argv)
     try:
         from .plots import scaling_plot
@@ -99,8 +107,19 @@ def main_for(study: str, presets: dict, doc: str | None = None, argv=None) -> in
         print(format_table(table))
         t = result.timings
         print(f"\n{t['total_s']:.0f} s (models {t['models_s']:.0f} s, fine-tuning {t['tune_s']:.0f} s, "
-              f"sweep {t['sweep_s']:.0f} s); rows in {out / 'results'}, table {out / f'{study}.parquet'}, "
-              f"plot {out / f'{study}.png'}")
+              f"sweep {t['sweep_s']:.0f} s, MLflow {t.get('mlflow_s', 0):.0f} s); rows in {out / 'results'}, "
+              f"table {out / f'{study}.parquet'}, plot {out / f'{study}.png'}")
+        if report is not None:
+            text, files = report(result, out)
+            print("\n" + text)
+            if result.run_ids and files:
+                from .tracking import log_summary_run, tracking_uri
+                log_summary_run(tracking_uri(cfg.out, cfg.tracking_uri), study, files)
+        if result.run_ids:
+            from .tracking import tracking_uri
+            uri = tracking_uri(cfg.out, cfg.tracking_uri)
+            print(f"MLflow: experiment '{study}' at {uri}"
+                  + (f"  ->  mlflow ui --backend-store-uri {uri}" if uri.startswith("sqlite") else ""))
         return 0
     except PaintRayError as e:
         print(f"paint-ray: error: {e}", file=sys.stderr)

@@ -21,10 +21,10 @@ from .models.pretrain import cosine_with_warmup
 @dataclass(frozen=True)
 class FinetuneConfig:
     lr: float = 3e-4
-    steps: int = 400
+    steps: int = 200
     batch_size: int = 128
     weight_decay: float = 0.1
-    warmup_steps: int = 40
+    warmup_steps: int = 20
     label_smoothing: float = 0.0
     grad_clip: float = 1.0
     augment_shift: int = 3      # random translation in pixels (~10% of a 32 px image)

@@ -43,7 +43,9 @@ class StudyConfig:
     supported: list[str]
     alphas: list[float]
     out: str
-    search_space: dict[str, list] = field(default_factory=lambda: {"lr": [3e-4], "steps": [400]})
+    search_space: dict[str, list] = field(default_factory=lambda: {"lr": [3e-4], "steps": [200]})
+    # evaluated on every patched model and reported, but not used to choose α (transfer, case studies)
+    extra_tasks: list[str] = field(default_factory=list)
     data_root: str | None = None
     resources: TrialResources | None = None
     evaluators: int | None = None
@@ -52,10 +54,13 @@ class StudyConfig:
     max_drop: float | None = None
     address: str | None = None
     tune_storage: str | None = None
+    tracking_uri: str | None = None     # default: MLFLOW_TRACKING_URI, else sqlite in `out`
+    register: bool = False              # also register each patched model in the MLflow model registry
+    mlflow: bool = True
     progress: bool = True
 
     def validate(self) -> None:
-        for t in [*self.patch_tasks, *self.supported]:
+        for t in [*self.patch_tasks, *self.supported, *self.extra_tasks]:
             get_task(t, self.data_root)
         both = set(self.patch_tasks) & set(self.supported)
         if both:
@@ -69,6 +74,13 @@ class StudyConfig:
                                 f"{', '.join(FinetuneConfig.__dataclass_fields__)}")
         ensure_writable(self.out)
 
+    def all_tasks(self) -> list[str]:
+        return list(dict.fromkeys([*self.patch_tasks, *self.supported, *self.extra_tasks]))
+
+    def eval_tasks(self, patch: str) -> list[str]:
+        """What a model patched on `patch` is evaluated on: itself, the supported and the extra tasks."""
+        return list(dict.fromkeys([patch, *self.supported, *self.extra_tasks]))
+
 
 @dataclass
 class PatchedModel:
@@ -81,8 +93,11 @@ class PatchedModel:
     frontier: pd.DataFrame
     selection: Selection
     drift: dict
+    mode: str = "single"
+    start: dict | None = field(default=None, repr=False)       # where α = 0 is, when not θ0 (sequential)
+    coefficient_table: pd.DataFrame | None = field(default=None, repr=False)   # per-task coefficients
 
-    def summary(self, supported: list[str]) -> dict:
+    def summary(self, supported: list[str], extra: list[str] = ()) -> dict:
         f = self.frontier.set_index("alpha")
         zs, ft, pa = f.loc[0.0], f.loc[1.0], f.loc[self.selection.alpha]
         row = {"model": self.model, "patch": self.patch, "trial": self.trial, "alpha": self.selection.alpha,
@@ -92,6 +107,10 @@ class PatchedModel:
                "gain": pa.patch_test - zs.patch_test, "drop": zs.supported_test - pa.supported_test, **self.drift}
         for t in supported:
             row[f"{t}_patched"] = pa[f"{t}_test"]
+        for t in extra:
+            if f"{t}_test" in f.columns:
+                row.update({f"{t}_zero_shot": zs[f"{t}_test"], f"{t}_fine_tuned": ft[f"{t}_test"],
+                            f"{t}_patched": pa[f"{t}_test"]})
         return row
 
 
@@ -101,12 +120,45 @@ class StudyResult:
     patched: list[PatchedModel]
     trials: pd.DataFrame
     timings: dict
+    models: dict[str, LoadedModel] = field(default_factory=dict, repr=False)
+    thetas: dict[str, dict] = field(default_factory=dict, repr=False)         # trial key -> θ1 (image encoder)
+    heads: dict[str, dict] = field(default_factory=dict, repr=False)          # model -> task -> head
+    classnames: dict[str, tuple] = field(default_factory=dict, repr=False)
+    run_ids: dict[str, str] = field(default_factory=dict)
 
     def table(self) -> pd.DataFrame:
-        return pd.DataFrame([p.summary(self.config.supported) for p in self.patched])
+        return pd.DataFrame([p.summary(self.config.supported, self.config.extra_tasks) for p in self.patched])
 
     def selection_rule(self) -> str:
         return self.patched[0].selection.describe() if self.patched else self.config.rule
+
+
+@dataclass(frozen=True)
+class SweepEntry:
+    """One set of weights of one model to sweep over α: its store keys and what to evaluate it on."""
+    model: str
+    key: str
+    base: dict            # study, model, pretrained, patch_tasks, mode
+    eval_tasks: list[str]
+
+
+def sweep_entries(handles: list, owners: dict, store: ResultStore, entries: list[SweepEntry], alphas: list[float],
+                  progress: bool = True, with_start: frozenset = frozenset()) -> None:
+    """Evaluate every entry x α x eval task x split not yet in `store` on the actors, appending as units finish."""
+    done = store.keys()
+    cells_by_model: dict[str, list[Cell]] = {}
+    bases = {}
+    for e in entries:
+        bases[(e.model, e.key)] = e.base
+        for a, task, split in itertools.product(alphas, e.eval_tasks, SPLITS):
+            c = Cell(e.key, a, task, split)
+            if row_key(cell_row(e.base, asdict(c))) not in done:
+                cells_by_model.setdefault(e.model, []).append(c)
+
+    def on_rows(model_id: str, rows: list[dict]) -> None:
+        store.append(cell_row(bases[(model_id, r["weights"])], r) for r in rows)
+
+    run_units(handles, units_of(cells_by_model, owners, len(handles), with_start), on_rows, progress=progress)
 
 
 def trial_key(model: str, patch: str, recipe: dict) -> str:
@@ -132,6 +184,11 @@ def run_study(cfg: StudyConfig) -> StudyResult:
     cfg.validate()
     timings: dict[str, float] = {}
     t0 = time.time()
+    uri = None
+    if cfg.mlflow:
+        from .tracking import check_tracking, tracking_uri
+        uri = tracking_uri(cfg.out, cfg.tracking_uri)
+        check_tracking(uri)                       # an unreachable server fails now, not after training
     resources = connect(cfg.address)
     trial_res = cfg.resources or default_resources()
     check_resources(trial_res)          # before any model is loaded or trained
@@ -145,7 +202,7 @@ def run_study(cfg: StudyConfig) -> StudyResult:
         if spec in EMBEDDED:
             ensure_embedded(spec, progress=cfg.progress)
         loaded[spec] = load_model(spec, progress=cfg.progress)
-        for name in [*cfg.patch_tasks, *cfg.supported]:
+        for name in cfg.all_tasks():
             cache.cached_head(loaded[spec], get_task(name, cfg.data_root))
     timings["models_s"] = time.time() - t
 
@@ -155,6 +212,7 @@ def run_study(cfg: StudyConfig) -> StudyResult:
     from ray import tune
     param_space = {k: tune.grid_search(list(v)) for k, v in space.items()}
     param_space["data_root"] = cfg.data_root
+    param_space["tracking_uri"] = uri           # each trial's process logs, if at all, where the driver does
     if evaluator_names() and trial_res.gpus > 0 and \
             ray.available_resources().get("GPU", 0) < trial_res.gpus:
         print(f"releasing {shutdown_evaluators()} live evaluators so Tune can use their GPUs")
@@ -172,6 +230,7 @@ def run_study(cfg: StudyConfig) -> StudyResult:
         trials.append({"model": result.config["model"], "patch": result.config["patch"], "recipe": recipe,
                        "trial": trial_key(result.config["model"], result.config["patch"], recipe),
                        METRIC: result.metrics.get(METRIC), "state": state,
+                       "history": _history(result),
                        "tune_trial_id": result.metrics.get("trial_id"), "node_id": result.metrics.get("node_id"),
                        "path": result.path})
     timings["tune_s"] = time.time() - t
@@ -183,31 +242,20 @@ def run_study(cfg: StudyConfig) -> StudyResult:
     # On CPU-only clusters evaluators reserve no CPU: they idle between sweeps and must not starve Tune.
     handles = ensure_evaluators(n, cpus=0, gpus=1 if gpus else 0,
                                 threads=max(1, int(resources.get("CPU", 1)) // n))
-    tasks = [*cfg.patch_tasks, *cfg.supported]
-    payloads, cells_by_model, bases = [], {}, {}
-    done = store.keys()
+    tasks = cfg.all_tasks()
     alphas = sorted(set(cfg.alphas) | {0.0, 1.0})
+    payloads, entries = [], []
     for spec in cfg.models:
         mine = [tr for tr in trials if tr["model"] == spec]
         payload = _payload(loaded[spec], spec, tasks, cfg.data_root)
         payload.weights = {tr["trial"]: ray.put({k: v.numpy() for k, v in tr["state"].items()}) for tr in mine}
         payloads.append(payload)
-        cells = []
-        for tr in mine:
-            base = {"study": cfg.name, "model": spec, "pretrained": loaded[spec].pretrained,
-                    "patch_tasks": tr["patch"], "mode": "single"}
-            bases[(spec, tr["trial"])] = base
-            for a, task, split in itertools.product(alphas, [tr["patch"], *cfg.supported], SPLITS):
-                c = Cell(tr["trial"], a, task, split)
-                if row_key(cell_row(base, asdict(c))) not in done:
-                    cells.append(c)
-        cells_by_model[spec] = cells
+        entries += [SweepEntry(spec, tr["trial"], {"study": cfg.name, "model": spec,
+                                                    "pretrained": loaded[spec].pretrained,
+                                                    "patch_tasks": tr["patch"], "mode": "single"},
+                               cfg.eval_tasks(tr["patch"])) for tr in mine]
     owners = stage(handles, payloads)
-
-    def on_rows(model_id: str, rows: list[dict]) -> None:
-        store.append(cell_row(bases[(model_id, r["weights"])], r) for r in rows)
-
-    run_units(handles, units_of(cells_by_model, owners, n), on_rows, progress=cfg.progress)
+    sweep_entries(handles, owners, store, entries, alphas, progress=cfg.progress)
     timings["sweep_s"] = time.time() - t
 
     # 4. selection on validation, then drift of the chosen trial
@@ -228,6 +276,25 @@ def run_study(cfg: StudyConfig) -> StudyResult:
         drift = ray.get(owner.drift.remote(spec, tr["trial"], [(t, "val") for t in tasks]))
         patched.append(PatchedModel(spec, loaded[spec].pretrained, patch, tr["trial"],
                                     {"tune_path": tr["path"], **tr["recipe"]}, table, sel, drift))
-    timings["total_s"] = time.time() - t0
     trial_frame = pd.DataFrame([{k: v for k, v in tr.items() if k != "state"} for tr in trials])
-    return StudyResult(cfg, patched, trial_frame, timings)
+    tasks_all = cfg.all_tasks()
+    result = StudyResult(
+        cfg, patched, trial_frame, timings, models=loaded, thetas={tr["trial"]: tr["state"] for tr in trials},
+        heads={m: {t: cache.cached_head(loaded[m], get_task(t, cfg.data_root)) for t in tasks_all} for m in loaded},
+        classnames={t: get_task(t, cfg.data_root).classnames for t in tasks_all})
+    if uri:
+        t = time.time()
+        from .tracking import log_study
+        result.run_ids = log_study(result, uri, register=cfg.register)
+        timings["mlflow_s"] = time.time() - t
+    timings["total_s"] = time.time() - t0
+    return result
+
+
+def _history(result) -> list[dict]:
+    """Per-report metrics of a Tune trial (for its nested MLflow run)."""
+    frame = result.metrics_dataframe
+    if frame is None or frame.empty:
+        return []
+    cols = [c for c in ("step", METRIC, "loss") if c in frame.columns]
+    return frame[cols].to_dict("records")

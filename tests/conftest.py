@@ -33,6 +33,21 @@ def tiny():
     return load_model(TINY, progress=False)
 
 
+@pytest.fixture(scope="session")
+def ray_local(tiny):
+    """One local Ray for the test session (the multi-node test, which runs last, replaces it)."""
+    import ray
+
+    from paint_ray.distributed.cluster import connect
+    if not ray.is_initialized():
+        connect(num_cpus=2)
+    yield ray.get_runtime_context().gcs_address
+    if ray.is_initialized():
+        from paint_ray.distributed.evaluators import shutdown_evaluators
+        shutdown_evaluators()
+        ray.shutdown()
+
+
 def run_cli(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run `python -m paint_ray ARGS` as a user would, in a subprocess."""
     return subprocess.run([sys.executable, "-m", "paint_ray", *args], capture_output=True, text=True,

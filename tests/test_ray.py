@@ -20,18 +20,6 @@ from conftest import TINY
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def ray_local(tiny):
-    from paint_ray.distributed.cluster import connect
-    if ray.is_initialized():
-        ray.shutdown()
-    connect(num_cpus=2)
-    yield ray.get_runtime_context().gcs_address
-    from paint_ray.distributed.evaluators import shutdown_evaluators
-    shutdown_evaluators()
-    ray.shutdown()
-
-
 def _config(out, **kw):
     from paint_ray.study import StudyConfig
     base = dict(name="t", models=[TINY], patch_tasks=["colors"], supported=["shapes"], alphas=[0.0, 0.5, 1.0],

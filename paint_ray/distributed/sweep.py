@@ -29,6 +29,7 @@ class ModelPayload:
     heads: dict[str, np.ndarray] = field(default_factory=dict)
     splits: dict[tuple[str, str], tuple] = field(default_factory=dict)     # -> (images ref, labels ref)
     weights: dict[str, object] = field(default_factory=dict)   # θ1 key -> ObjectRef of {name: ndarray}
+    starts: dict[str, object] = field(default_factory=dict)    # θ1 key -> ObjectRef of its α = 0 point
 
 
 def _owner(key: str, n: int) -> int:
@@ -54,23 +55,22 @@ def stage(handles: Sequence, payloads: Iterable[ModelPayload]) -> dict[tuple[str
                        if key in inv["models"].get(p.model_id, {}).get("weights", [])]
             owner = holders[0] if holders else _owner(f"{p.model_id}/{key}", len(handles))
             if not holders:
-                calls.append(handles[owner].add_weights.remote(p.model_id, key, ref))
+                calls.append(handles[owner].add_weights.remote(p.model_id, key, ref, p.starts.get(key)))
             owners[(p.model_id, key)] = owner
     ray.get(calls)
     return owners
 
 
 def units_of(cells_by_model: dict[str, list[Cell]], owners: dict[tuple[str, str], int],
-             n: int) -> list[tuple[int, str, list[Cell]]]:
-    """Group cells into (actor, model, cells of one (θ1, α)). α = 0 of a model goes to one fixed actor."""
+             n: int, with_start: frozenset = frozenset()) -> list[tuple[int, str, list[Cell]]]:
+    """Group cells into (actor, model, cells of one (θ1, α)). α = 0 of a model goes to one fixed actor,
+    except for θ1s in `with_start` ((model, key) pairs whose α = 0 is their own start point)."""
     groups: dict[tuple[int, str, str, float], list[Cell]] = defaultdict(list)
     for model_id, cells in cells_by_model.items():
         for c in cells:
-            if c.alpha == 0.0 or c.weights == ZERO_SHOT:
-                actor = _owner(model_id, n)
-            else:
-                actor = owners[(model_id, c.weights)]
-            groups[(actor, model_id, c.weights if c.alpha else ZERO_SHOT, c.alpha)].append(c)
+            shared_zero = c.weights == ZERO_SHOT or (c.alpha == 0.0 and (model_id, c.weights) not in with_start)
+            actor = _owner(model_id, n) if shared_zero else owners[(model_id, c.weights)]
+            groups[(actor, model_id, ZERO_SHOT if shared_zero else c.weights, c.alpha)].append(c)
     # α = 0 first: its rows are reused by every θ1 of the model
     order = sorted(groups, key=lambda k: (k[3] != 0.0, k[1], k[2], k[3]))
     return [(k[0], k[1], groups[k]) for k in order]

@@ -47,7 +47,10 @@ def _checkpoint(visual_state: dict, trainer_state: dict | None, metrics: dict):
 
 
 def finetune_trial(config: dict) -> None:
-    """The Tune trainable. config: model, patch, data_root, eval_every, + FinetuneConfig fields."""
+    """The Tune trainable. config: model, patch ("a" or joint "a+b"), data_root, eval_every, optional start
+    (a safetensors file of image-encoder weights to fine-tune from, for sequential patching), + FinetuneConfig
+    fields. A joint trial samples its tasks in proportion to their training sizes; each example is scored by
+    its own task's frozen head."""
     import ray
     from ray import tune
 
@@ -59,24 +62,35 @@ def finetune_trial(config: dict) -> None:
     from ..tasks import get_task
 
     node = ray.get_runtime_context().get_node_id()
+    if config.get("tracking_uri"):
+        os.environ["MLFLOW_TRACKING_URI"] = config["tracking_uri"]
     cpus = max(1, int(tune.get_context().get_trial_resources().required_resources.get("CPU", 1)))
     torch.set_num_threads(cpus)
     device = "cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
     recipe = _recipe(config)
     loaded = load_model(config["model"], progress=False)
-    task = get_task(config["patch"], config.get("data_root"))
-    head = cache.cached_head(loaded, task)
+    tasks = [get_task(n, config.get("data_root")) for n in config["patch"].split("+")]
+    heads = {t.name: cache.cached_head(loaded, t) for t in tasks}
     size = image_size_of(loaded.model.visual)
-    val = prepare_task(task, "val", size)
-    final = cache.finetuned_path(loaded, [task], recipe.as_dict())
+    vals = {t.name: prepare_task(t, "val", size) for t in tasks}
+    start = config.get("start")
+    if start:
+        loaded.model.visual.load_state_dict(load_tensors(start), strict=False)
+    mode = "joint" if len(tasks) > 1 else "single"
+    final = cache.finetuned_path(loaded, tasks, recipe.as_dict(), mode + (f"|start:{config.get('start_key')}" if start else ""))
+
+    def val_accuracy(visual) -> float:   # mean over the trial's tasks
+        return sum(accuracy(visual, heads[n], v, device) for n, v in vals.items()) / len(vals)
     if final.is_file():   # this exact recipe was fine-tuned before (another study or a lost trial)
         visual = loaded.model.visual
         visual.load_state_dict(load_tensors(final), strict=False)
-        acc = accuracy(visual, head, val, device)
+        acc = val_accuracy(visual)
         _checkpoint(visual_state(visual), None, {METRIC: acc, "step": recipe.steps, "cached": True,
                                                  "theta1_path": str(final), "node_id": node})
         return
-    tuner = Finetuner(loaded.model.visual, head, prepare_task(task, "train", size), recipe, device)
+    trains = {t.name: prepare_task(t, "train", size) for t in tasks}
+    tuner = Finetuner(loaded.model.visual, heads if len(tasks) > 1 else heads[tasks[0].name],
+                      trains if len(tasks) > 1 else trains[tasks[0].name], recipe, device)
     ckpt = tune.get_checkpoint()
     if ckpt:
         with ckpt.as_directory() as d:
@@ -86,7 +100,7 @@ def finetune_trial(config: dict) -> None:
 
     def report(t: Finetuner) -> None:
         done = t.step >= recipe.steps
-        metrics = {METRIC: accuracy(t.visual, head, val, device), "loss": t.last_loss, "step": t.step,
+        metrics = {METRIC: val_accuracy(t.visual), "loss": t.last_loss, "step": t.step,
                    "cached": False, "theta1_path": str(final) if done else "", "node_id": node}
         if done:
             save_tensors(visual_state(t.visual), final)

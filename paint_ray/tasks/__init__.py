@@ -35,3 +35,15 @@ __all__ = ["SPLITS", "ArraySplit", "Task", "get_task", "register", "task_names"]
 from .paper import PAPER_TASKS  # noqa: E402  (after register: the paper package imports .base only)
 for _name, _factory in PAPER_TASKS.items():
     register(_name, _factory)
+
+
+def _attacked(base: str) -> Callable[..., Task]:
+    def factory(data_root: str | None = None) -> Task:
+        from ..typographic import TypographicAttack, attacked_task  # lazy: typographic imports .base
+        return attacked_task(get_task(base, data_root), TypographicAttack())
+    return factory
+
+
+# Typographic-attack case study: embedded tasks with a misleading class name written on every image.
+for _base in ("shapes", "colors", "digits"):
+    register(f"{_base}_attacked", _attacked(_base))

@@ -16,7 +16,7 @@ from ..world import render
 from ..world.corpus import COUNT_WORDS, plural
 from .base import ArraySplit, Task, split_indices
 
-WORLD_VERSION = "1"
+WORLD_VERSION = "3"
 SPLIT_SIZES = {"train": 2000, "val": 500, "test": 1000}
 SPLIT_SEEDS = {"train": 1, "val": 2, "test": 3}
 COUNTING_CLASSES = (4, 5, 6)          # never mentioned by a pretraining caption
@@ -70,8 +70,18 @@ def counting_task(seed: int = 0) -> Task:
                 _generated("counting", draw, len(COUNTING_CLASSES), seed), f"world{WORLD_VERSION}-{seed}")
 
 
+def counting_seen_task(seed: int = 0) -> Task:
+    """Counts one to three, which pretraining captions do mention (the counting study's control)."""
+    def draw(rng, y):
+        obj = (_random_shape(rng), _random_color(rng))
+        return render.scene(rng, [obj] * (y + 1), float(rng.uniform(3.0, 4.0)))
+    return Task("counting_seen", tuple(COUNT_WORDS[c] for c in (1, 2, 3)),
+                ("{} shapes", "a photo of {} objects", "{} things", "{} objects"),
+                _generated("counting_seen", draw, 3, seed), f"world{WORLD_VERSION}-{seed}")
+
+
 def typed_digits_task(seed: int = 0) -> Task:
-    """Generated stroke digits: the same classes as `digits`, another domain (used for transfer)."""
+    """The world's own pen-drawn digits: the same classes as `digits`, another domain (transfer pairs)."""
     def draw(rng, y):
         return render.handwritten_digit(rng, y, box=int(rng.integers(18, 27)))
     return Task("typed_digits", COUNT_WORDS, DIGIT_TEMPLATES,
@@ -105,6 +115,7 @@ EMBEDDED_TASKS: dict[str, Callable[[], Task]] = {
     "shapes": shapes_task,
     "colors": colors_task,
     "counting": counting_task,
+    "counting_seen": counting_seen_task,
     "digits": digits_task,
     "typed_digits": typed_digits_task,
 }

@@ -150,26 +150,34 @@ def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
     return ImageFont.load_default(size=size)
 
 
+def _glyph_rows(size: int) -> tuple[int, int]:
+    """Top and bottom rows any word can reach (tallest and deepest glyphs), relative to the text origin."""
+    _, top, _, bottom = _font(size).getbbox("Mgjlyt|")
+    return top, bottom
+
+
 def write_text(image: np.ndarray, text: str, color: tuple[int, int, int] = (255, 255, 255),
-               position: str = "bottom", size: int = 9,
+               position: str = "bottom", size: int = 8,
                box_color: tuple[int, int, int] | None = (0, 0, 0)) -> np.ndarray:
     """Render text onto a copy of an image in a band at the top or bottom (used for words and typographic
-    attacks). Only the band's pixels change."""
+    attacks). Only the band's rows (text_band) change, whatever the word."""
     img = Image.fromarray(image.copy())
     draw = ImageDraw.Draw(img)
     font = _font(size)
-    left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
-    w, h = right - left, bottom - top
-    x = max(0, (img.width - w) // 2) - left
-    band_h = h + 2
-    y0 = img.height - band_h if position == "bottom" else 0
+    left, _, right, _ = draw.textbbox((0, 0), text, font=font)
+    x = max(0, (img.width - (right - left)) // 2) - left
+    band = text_band(img.height, position, size)
     if box_color is not None:
-        draw.rectangle([0, y0, img.width - 1, y0 + band_h - 1], fill=box_color)
-    draw.text((x, y0 + 1 - top), text, fill=color, font=font)
+        draw.rectangle([0, band.start, img.width - 1, band.stop - 1], fill=box_color)
+    # draw on a band-sized canvas so no glyph can spill outside the band
+    strip = img.crop((0, band.start, img.width, band.stop))
+    ImageDraw.Draw(strip).text((x, 1 - _glyph_rows(size)[0]), text, fill=color, font=font)
+    img.paste(strip, (0, band.start))
     return np.asarray(img)
 
 
-def text_band(height: int, position: str, size: int = 9) -> slice:
-    """Rows of the canvas that write_text may touch (for checking that nothing else changed)."""
-    h = _font(size).getbbox("Mg")[3] - _font(size).getbbox("Mg")[1] + 2
+def text_band(height: int, position: str, size: int = 8) -> slice:
+    """Rows of the canvas that write_text may touch: the glyphs' full height plus a pixel above and below."""
+    top, bottom = _glyph_rows(size)
+    h = bottom - top + 2
     return slice(height - h, height) if position == "bottom" else slice(0, h)

@@ -1,0 +1,37 @@
+"""RQ5 case study — typographic attacks: patch on attacked training images, evaluate on clean and
+attacked test images and on the supported tasks.
+
+The embedded world teaches its models to read (pretraining images carry words), so writing a wrong class
+name on an image misleads them, as it misleads CLIP.
+
+    python experiments/typographic.py [--out typographic_out]
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from paint_ray.experiment_cli import main_for  # noqa: E402
+
+PRESETS = {
+    "embedded": dict(models=["toy-m"], patch_tasks=["shapes_attacked"], supported=["colors", "digits"],
+                     extra_tasks=["shapes"], search_space={"lr": [3e-4], "steps": [200]}),
+}
+
+
+def report(result, out: Path):
+    t = result.table()
+    cols = ["model", "alpha", "shapes_attacked_zero_shot", "shapes_attacked_patched", "shapes_zero_shot",
+            "shapes_patched", "supported_zero_shot", "supported_patched", "drop"]
+    t[cols].to_parquet(out / "typographic_summary.parquet")
+    lines = [f"{r.model}: attacked shapes {r.shapes_attacked_zero_shot:.1%} -> {r.shapes_attacked_patched:.1%} "
+             f"(clean shapes {r.shapes_zero_shot:.1%} -> {r.shapes_patched:.1%}; supported "
+             f"{r.supported_zero_shot:.1%} -> {r.supported_patched:.1%}) at α={r.alpha:g}"
+             for r in t.itertuples()]
+    return "typographic attack:\n" + "\n".join(lines), [out / "typographic_summary.parquet"]
+
+
+if __name__ == "__main__":
+    sys.exit(main_for("typographic", PRESETS, __doc__, report=report))

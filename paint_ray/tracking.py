@@ -1,0 +1,248 @@
+"""MLflow: one run per patched model with its α frontier, its Tune trials as nested runs, its weights.
+
+The driver does all logging through an explicit MlflowClient (no global mlflow state): trial metrics
+come from Tune's results, so a trial is logged once, by one logger. A rerun finds runs by a key tag and
+does not log them twice.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from .errors import PaintRayError
+
+KEY_TAG = "paint_ray.key"
+ARTIFACT_MODEL = "patched_model"
+# The experiment kind that opens MLflow 3's UI on the model-training view (not the GenAI view).
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
+
+
+def tracking_uri(out: str | Path, override: str | None = None) -> str:
+    """--tracking-uri, else MLFLOW_TRACKING_URI, else a SQLite file in the output directory."""
+    uri = override or os.environ.get("MLFLOW_TRACKING_URI")
+    return uri or f"sqlite:///{(Path(out).resolve() / 'mlflow.db')}"
+
+
+def check_tracking(uri: str, timeout: float = 5.0) -> None:
+    """One line, before any fine-tuning, when the tracking server cannot be reached."""
+    if uri.startswith(("http://", "https://")):
+        try:
+            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as r:
+                if r.status != 200:
+                    raise OSError(f"HTTP {r.status}")
+        except (OSError, urllib.error.URLError) as e:
+            reason = getattr(e, "reason", None) or e
+            raise PaintRayError(f"cannot reach the MLflow tracking server at {uri} ({reason}); start it "
+                                f"(mlflow server ...), fix --tracking-uri / MLFLOW_TRACKING_URI, or unset it "
+                                f"to log to a SQLite file in the output directory") from e
+
+
+def _client(uri: str):
+    from mlflow import MlflowClient
+    return MlflowClient(tracking_uri=uri)
+
+
+def experiment_id(uri: str, name: str, artifact_root: Path | None) -> str:
+    client = _client(uri)
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    location = None
+    if artifact_root is not None and not uri.startswith(("http://", "https://")):
+        location = artifact_root.resolve().as_uri()   # never a ./mlruns relative to wherever we run
+    return client.create_experiment(name, artifact_location=location, tags=EXPERIMENT_TAGS)
+
+
+def _existing_run(client, exp_id: str, key: str):
+    runs = client.search_runs([exp_id], filter_string=f"tags.`{KEY_TAG}` = '{key}'", max_results=1)
+    return runs[0] if runs and runs[0].info.status == "FINISHED" else None
+
+
+@dataclass
+class PatchedBundle:
+    """What `load_patched` returns: an open_clip model at the chosen α, its tokenizer and heads."""
+    model: torch.nn.Module
+    tokenizer: object
+    heads: dict[str, torch.Tensor]
+    classnames: dict[str, list[str]]
+    alpha: float
+    run_id: str
+    folder: Path | None = None
+
+    @torch.inference_mode()
+    def predict(self, task: str, images_uint8: torch.Tensor) -> torch.Tensor:
+        """Class indices for uint8 N x 3 x S x S images on `task`'s zero-shot head."""
+        from .finetune import batch_logits
+        from .models.normalize import to_model_input
+        visual = self.model.visual.eval()
+        out = [batch_logits(visual, self.heads[task], to_model_input(images_uint8[i:i + 512], visual)).argmax(-1)
+               for i in range(0, len(images_uint8), 512)]
+        return torch.cat(out)
+
+
+def save_patched(loaded, theta1: dict[str, torch.Tensor], alpha: float, start: dict[str, torch.Tensor] | None,
+                 heads: dict[str, torch.Tensor],
+                 classnames: dict[str, list[str]], path: Path, extra: dict) -> Path:
+    """θα as an open_clip model folder (the text tower is θ0's) plus heads.safetensors."""
+    import copy
+
+    from .interpolate import interpolate_, tensors_of
+    from .models.checkpoints import save_model_dir, save_tensors
+    model = copy.deepcopy(loaded.model)
+    names = [n for n in theta1]
+    live = tensors_of(model.visual, names)
+    theta0 = [t.detach().clone() for t in live] if start is None else [start[n].to(t.dtype) for n, t in zip(names, live)]
+    interpolate_(live, theta0, [theta1[n].to(live[i].dtype) for i, n in enumerate(names)], alpha)
+    save_model_dir(model, loaded.model_cfg, path, extra={"arch": loaded.arch, "alpha": alpha, **extra})
+    save_tensors(heads, path / "heads.safetensors",
+                 metadata={"classnames": __import__("json").dumps(classnames)})
+    return path
+
+
+def log_study(result, uri: str, register: bool = False) -> dict[str, str]:
+    """Log every patched model of a StudyResult; returns {'model/patch': run_id}."""
+    from mlflow.entities import Metric, Param, RunTag
+
+    from . import cache
+    from .plots import frontier_plot
+    cfg = result.config
+    client = _client(uri)
+    exp_id = experiment_id(uri, cfg.name, Path(cfg.out) / "mlartifacts")
+    run_ids = {}
+    for pm in result.patched:
+        key = cache.digest([cfg.name, pm.model, pm.pretrained, pm.patch, pm.mode, pm.trial, sorted(cfg.alphas),
+                            cfg.rule, cfg.max_drop, cfg.supported])
+        found = _existing_run(client, exp_id, key)
+        if found is not None:
+            run_ids[_run_label(pm)] = found.info.run_id
+            continue
+        name = f"{pm.model} · {pm.patch}" + ("" if pm.mode == "single" else f" · {pm.mode}")
+        run = client.create_run(exp_id, run_name=name,
+                                tags={KEY_TAG: key, "paint_ray.study": cfg.name, "paint_ray.mode": pm.mode})
+        rid = run.info.run_id
+        now = int(time.time() * 1000)
+        table, sel = pm.frontier.sort_values("alpha").reset_index(drop=True), pm.selection
+        params = {"model": pm.model, "pretrained": pm.pretrained, "patch_task": pm.patch,
+                  "supported_tasks": ",".join(cfg.supported), "mode": pm.mode, "data_root": cfg.data_root or "embedded",
+                  "alpha_grid": ",".join(f"{a:g}" for a in table["alpha"]), "selection_rule": sel.describe(),
+                  "chosen_alpha": sel.alpha, "trial": pm.trial,
+                  **{f"ft_{k}": v for k, v in pm.config.items() if k != "tune_path"}}
+        metrics = []
+        value_cols = [c for c in table.columns if c.endswith(("_val", "_test"))]
+        for step, row in table.iterrows():
+            metrics.append(Metric("alpha", float(row["alpha"]), now, step))
+            metrics += [Metric(f"{c}_acc", float(row[c]), now, step) for c in value_cols if pd.notna(row[c])]
+        summary = pm.summary(cfg.supported, cfg.extra_tasks)
+        for k in ("patch_zero_shot", "patch_fine_tuned", "patch_patched", "supported_zero_shot",
+                  "supported_fine_tuned", "supported_patched", "gain", "drop", "cka", "weight_distance"):
+            metrics.append(Metric(k, float(summary[k]), now, 0))
+        metrics.append(Metric("chosen_alpha", sel.alpha, now, 0))
+        client.log_batch(rid, metrics=metrics, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
+        client.log_table(rid, table, "frontier.json")
+        if pm.coefficient_table is not None:
+            client.log_table(rid, pm.coefficient_table, "coefficients.json")
+        with tempfile.TemporaryDirectory() as tmp:
+            png = frontier_plot(table, sel.alpha, f"{pm.model}: patch {pm.patch} vs {', '.join(cfg.supported)}",
+                                Path(tmp) / "frontier.png")
+            client.log_artifact(rid, str(png))
+            tasks = list(dict.fromkeys([*pm.patch.split("+"), *cfg.supported, *cfg.extra_tasks]))
+            folder = save_patched(result.models[pm.model], result.thetas[pm.trial], sel.alpha, pm.start,
+                                  {t: result.heads[pm.model][t] for t in tasks},
+                                  {t: list(result.classnames[t]) for t in tasks}, Path(tmp) / ARTIFACT_MODEL,
+                                  {"run_id": rid, "patch": pm.patch, "model_spec": pm.model})
+            client.log_artifacts(rid, str(folder), ARTIFACT_MODEL)
+        trials = result.trials[(result.trials.model == pm.model) & (result.trials.patch == pm.patch)]
+        if pm.mode != "single":
+            trials = trials[trials.trial == pm.trial]
+        for tr in trials.itertuples():
+            _log_trial(client, exp_id, rid, tr, chosen=tr.trial == pm.trial)
+        client.set_terminated(rid)
+        if register:
+            _register(client, rid, pm, summary)
+        run_ids[_run_label(pm)] = rid
+    return run_ids
+
+
+def _run_label(pm) -> str:
+    return f"{pm.model}/{pm.patch}" + ("" if pm.mode == "single" else f"/{pm.mode}")
+
+
+def log_summary_run(uri: str, study: str, files: list) -> str:
+    """One run named '<study> summary' holding the study-level artifacts (replaced on rerun)."""
+    client = _client(uri)
+    exp_id = experiment_id(uri, study, None)
+    for old in client.search_runs([exp_id], filter_string=f"tags.`paint_ray.summary` = '{study}'"):
+        client.delete_run(old.info.run_id)
+    run = client.create_run(exp_id, run_name=f"{study} summary", tags={"paint_ray.summary": study})
+    for f in files:
+        client.log_artifact(run.info.run_id, str(f))
+    client.set_terminated(run.info.run_id)
+    return run.info.run_id
+
+
+def _log_trial(client, exp_id: str, parent: str, tr, chosen: bool) -> None:
+    from mlflow.entities import Metric, Param
+    child = client.create_run(exp_id, run_name=f"trial {tr.trial}", tags={
+        "mlflow.parentRunId": parent, "paint_ray.chosen": str(chosen), "paint_ray.tune_path": str(tr.path)})
+    now = int(time.time() * 1000)
+    metrics = [Metric(k, float(h[k]), now, int(h.get("step", i)))
+               for i, h in enumerate(tr.history) for k in ("patch_val_acc", "loss") if pd.notna(h.get(k))]
+    params = [Param(k, str(v)) for k, v in tr.recipe.items()]
+    client.log_batch(child.info.run_id, metrics=metrics, params=params)
+    client.set_terminated(child.info.run_id)
+
+
+def _register(client, run_id: str, pm, summary: dict) -> None:
+    name = f"paint_ray-{pm.model}-{pm.patch}".replace(":", "-").replace("/", "-")
+    description = (f"PAINT-patched {pm.model} on {pm.patch} at α={pm.selection.alpha:g}: patch "
+                   f"{summary['patch_zero_shot']:.1%} → {summary['patch_patched']:.1%} (gain {summary['gain']:+.1%}), "
+                   f"supported {summary['supported_zero_shot']:.1%} → {summary['supported_patched']:.1%} "
+                   f"(drop {summary['drop']:+.1%}).")
+    from mlflow.exceptions import MlflowException
+    try:
+        client.create_registered_model(name, description=description)
+    except MlflowException:
+        client.update_registered_model(name, description=description)
+    source = f"{client.get_run(run_id).info.artifact_uri}/{ARTIFACT_MODEL}"
+    client.create_model_version(name, source, run_id=run_id, description=description)
+
+
+def load_patched(run_id: str, tracking_uri_: str | None = None, dst: str | Path | None = None) -> PatchedBundle:
+    """The patched open_clip model and zero-shot heads logged by run `run_id`, ready for inference."""
+    import json
+
+    from mlflow.exceptions import MlflowException
+
+    from .models.checkpoints import load_tensors
+    from .models.registry import load_model
+    uri = tracking_uri_ or os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri:
+        raise PaintRayError("no tracking URI: pass --tracking-uri (e.g. sqlite:////abs/path/mlflow.db or "
+                            "http://127.0.0.1:5000) or set MLFLOW_TRACKING_URI")
+    check_tracking(uri)
+    client = _client(uri)
+    try:
+        client.get_run(run_id)
+    except MlflowException as e:
+        raise PaintRayError(f"unknown MLflow run id {run_id!r} at {uri}; list runs in the MLflow UI "
+                            f"or with `mlflow runs list --experiment-id ID`") from e
+    dst = Path(dst or tempfile.mkdtemp(prefix="paint_ray_patched_"))
+    try:
+        folder = Path(client.download_artifacts(run_id, ARTIFACT_MODEL, str(dst)))
+    except (MlflowException, OSError) as e:
+        raise PaintRayError(f"run {run_id!r} has no {ARTIFACT_MODEL} artifact (not a paint_ray patched model)") from e
+    loaded = load_model(f"local-dir:{folder}", progress=False)
+    from safetensors import safe_open
+    with safe_open(str(folder / "heads.safetensors"), "pt") as f:
+        classnames = json.loads(f.metadata()["classnames"])
+    heads = load_tensors(folder / "heads.safetensors")
+    alpha = json.loads((folder / "open_clip_config.json").read_text())["paint_ray"]["alpha"]
+    return PatchedBundle(loaded.model, loaded.tokenizer, heads, classnames, float(alpha), run_id, folder)

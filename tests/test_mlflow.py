@@ -1,0 +1,182 @@
+"""MLflow as users meet it: a real `mlflow server` on 127.0.0.1, queried over HTTP, and its UI in Chromium."""
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from conftest import TINY, run_cli
+
+LR_GRID = {"lr": [3e-3, 1e-3], "steps": [12], "batch_size": [32], "warmup_steps": [2]}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mlflow_server")
+    port = _free_port()
+    mlflow_bin = Path(sys.executable).parent / "mlflow"
+    proc = subprocess.Popen([str(mlflow_bin), "server", "--backend-store-uri", f"sqlite:///{root}/mlflow.db",
+                             "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1",
+                             "--port", str(port), "--workers", "1"],
+                            stdout=open(root / "server.log", "w"), stderr=subprocess.STDOUT)
+    uri = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        try:
+            if urllib.request.urlopen(uri + "/health", timeout=2).status == 200:
+                break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        raise RuntimeError(f"mlflow server did not start: {(root / 'server.log').read_text()[-2000:]}")
+    yield uri
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def logged_study(ray_local, mlflow_server, tmp_path_factory):
+    from paint_ray.study import StudyConfig, run_study
+    out = tmp_path_factory.mktemp("mlflow_study")
+    cfg = StudyConfig(name="t-mlflow", models=[TINY], patch_tasks=["colors"], supported=["shapes"],
+                      alphas=[0.0, 0.5, 1.0], out=str(out), search_space=LR_GRID, tracking_uri=mlflow_server,
+                      progress=False)
+    return cfg, run_study(cfg)
+
+
+def test_runs_params_metrics_artifacts_and_nested_trials_over_http(mlflow_server, logged_study):
+    from mlflow import MlflowClient
+    cfg, result = logged_study
+    client = MlflowClient(tracking_uri=mlflow_server)
+    exp = client.get_experiment_by_name("t-mlflow")
+    assert exp.tags.get("mlflow.experimentKind") == "custom_model_development"
+    parents = client.search_runs([exp.experiment_id], filter_string="tags.`paint_ray.key` != ''")
+    assert len(parents) == 1
+    run = parents[0]
+    assert run.info.run_name == f"{TINY} · colors" and run.info.status == "FINISHED"
+    p = run.data.params
+    chosen = result.patched[0]
+    assert p["model"] == TINY and p["patch_task"] == "colors" and p["supported_tasks"] == "shapes"
+    assert float(p["chosen_alpha"]) == chosen.selection.alpha and p["alpha_grid"] == "0,0.5,1"
+    assert float(p["ft_lr"]) == chosen.config["lr"] and "max mean" in p["selection_rule"]
+    history = client.get_metric_history(run.info.run_id, "alpha")
+    assert sorted((m.step, m.value) for m in history) == [(0, 0.0), (1, 0.5), (2, 1.0)]
+    colors_test = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "colors_test_acc")}
+    table = chosen.frontier.sort_values("alpha").reset_index(drop=True)
+    assert colors_test == pytest.approx(dict(enumerate(table["colors_test"])))
+    assert run.data.metrics["gain"] == pytest.approx(result.table()["gain"].iloc[0])
+
+    names = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"frontier.json", "frontier.png", "patched_model"} <= names
+    model_files = {Path(a.path).name for a in client.list_artifacts(run.info.run_id, "patched_model")}
+    assert {"open_clip_config.json", "open_clip_model.safetensors", "heads.safetensors"} <= model_files
+    frontier = Path(client.download_artifacts(run.info.run_id, "frontier.json"))
+    import json
+    logged = json.loads(frontier.read_text())
+    assert "pareto" in logged["columns"] and len(logged["data"]) == 3
+
+    children = client.search_runs([exp.experiment_id],
+                                  filter_string=f"tags.mlflow.parentRunId = '{run.info.run_id}'")
+    assert len(children) == 2                                    # one per Tune trial, no duplicates
+    assert sorted(c.data.tags["paint_ray.chosen"] for c in children) == ["False", "True"]
+    assert all(client.get_metric_history(c.info.run_id, "patch_val_acc") for c in children)
+
+
+def test_rerun_does_not_duplicate_runs(mlflow_server, logged_study):
+    from mlflow import MlflowClient
+
+    from paint_ray.study import run_study
+    cfg, result = logged_study
+    again = run_study(cfg)
+    assert again.run_ids == result.run_ids
+    client = MlflowClient(tracking_uri=mlflow_server)
+    exp = client.get_experiment_by_name("t-mlflow")
+    assert len(client.search_runs([exp.experiment_id])) == 3     # 1 patched model + 2 trials
+
+
+def test_load_patched_reproduces_study_predictions(mlflow_server, logged_study):
+    import paint_ray
+    from paint_ray.data import prepare_task
+    from paint_ray.evaluator import Evaluator
+    from paint_ray.finetune import batch_logits
+    from paint_ray.models.normalize import to_model_input
+    from paint_ray.results import ResultStore
+    from paint_ray.tasks import get_task
+    cfg, result = logged_study
+    chosen = result.patched[0]
+    bundle = paint_ray.load_patched(result.run_ids[f"{TINY}/colors"], mlflow_server)
+    assert bundle.alpha == chosen.selection.alpha and set(bundle.heads) == {"colors", "shapes"}
+    data = prepare_task(get_task("colors"), "test", 32)
+    predictions = bundle.predict("colors", data.images)
+
+    ev = Evaluator(result.models[TINY].model.visual)               # the study's own θα, formed in place
+    ev.add_weights(chosen.trial, result.thetas[chosen.trial])
+    ev.set_model(chosen.trial, chosen.selection.alpha)
+    with torch.inference_mode():
+        expected = batch_logits(ev.visual, result.heads[TINY]["colors"],
+                                to_model_input(data.images, ev.visual)).argmax(-1)
+    assert torch.equal(predictions, expected)
+    rows = ResultStore(Path(cfg.out) / "results").read()
+    recorded = rows[(rows.trial == chosen.trial) & (rows.alpha == chosen.selection.alpha)
+                    & (rows.eval_task == "colors") & (rows.split == "test")]["accuracy"].iloc[0]
+    assert float((predictions == data.labels).float().mean()) == pytest.approx(recorded)
+
+    cli = run_cli("load", result.run_ids[f"{TINY}/colors"], "--tracking-uri", mlflow_server, "--evaluate", "colors")
+    assert cli.returncode == 0, cli.stderr
+    assert f"colors test accuracy: {recorded:.4f}" in cli.stdout
+
+
+def test_unknown_run_id_and_unreachable_server_are_one_line(mlflow_server, tmp_path):
+    from paint_ray.errors import PaintRayError
+    from paint_ray.study import StudyConfig, run_study
+    from paint_ray.tracking import load_patched
+    with pytest.raises(PaintRayError, match="unknown MLflow run id 'deadbeef'"):
+        load_patched("deadbeef", mlflow_server)
+    cli = run_cli("load", "deadbeef", "--tracking-uri", mlflow_server)
+    assert cli.returncode == 2 and len(cli.stderr.strip().splitlines()) == 1 and "deadbeef" in cli.stderr
+    cfg = StudyConfig(name="t-down", models=[TINY], patch_tasks=["colors"], supported=["shapes"], alphas=[0, 1],
+                      out=str(tmp_path), tracking_uri="http://127.0.0.1:9", progress=False)
+    start = time.time()
+    with pytest.raises(PaintRayError, match="cannot reach the MLflow tracking server at http://127.0.0.1:9"):
+        run_study(cfg)
+    assert time.time() - start < 30 and not (tmp_path / "tune").exists()   # failed before any fine-tuning
+
+
+def _chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(_chromium() is None, reason="Debian's chromium is not installed (scripts/test.sh installs it "
+                                                 "when run as root, as CI does)")
+def test_run_page_renders_in_a_real_browser(mlflow_server, logged_study, tmp_path):
+    from mlflow import MlflowClient
+    _, result = logged_study
+    run_id = result.run_ids[f"{TINY}/colors"]
+    run = MlflowClient(tracking_uri=mlflow_server).get_run(run_id)
+    url = f"{mlflow_server}/#/experiments/{run.info.experiment_id}/runs/{run_id}"
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1400,900", "--virtual-time-budget=20000"]
+    dom = subprocess.run([_chromium(), *flags, "--dump-dom", url], capture_output=True, text=True, timeout=120)
+    assert f"{TINY} · colors" in dom.stdout, dom.stdout[-1500:]
+    assert "patch_patched" in dom.stdout or "gain" in dom.stdout
+    shot_dir = Path(__file__).resolve().parents[1] / "test_artifacts"
+    shot_dir.mkdir(exist_ok=True)
+    shot = shot_dir / "mlflow_run_page.png"
+    subprocess.run([_chromium(), *flags, f"--screenshot={shot}", url], capture_output=True, timeout=120)
+    assert shot.is_file() and shot.stat().st_size > 10_000

@@ -1,0 +1,96 @@
+"""Multi-task modes: joint routing, sequential starting points, and the three modes end to end."""
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import TINY
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_joint_batches_score_each_example_with_its_own_head(tiny):
+    from paint_ray.data import prepare_task
+    from paint_ray.finetune import Finetuner, FinetuneConfig
+    from paint_ray.heads import zero_shot_head
+    from paint_ray.tasks import get_task
+    tasks = {n: get_task(n) for n in ("colors", "counting")}
+    heads = {n: zero_shot_head(tiny.model, tiny.tokenizer, t) for n, t in tasks.items()}
+    trains = {n: prepare_task(t, "train", 32) for n, t in tasks.items()}
+    tuner = Finetuner(copy.deepcopy(tiny.model.visual), heads, trains,
+                      FinetuneConfig(batch_size=64, steps=1, augment_shift=0))
+    x, routes, y = tuner._batch()
+    assert sum(sl.stop - sl.start for _, sl in routes) == 64 and {n for n, _ in routes} == set(tasks)
+    for name, sl in routes:      # labels of each slice are in its own task's label space
+        assert int(y[sl].max()) < len(tasks[name].classnames)
+    tuner.visual.eval()
+    with torch.no_grad():
+        got = float(tuner.loss(x, routes, y))
+        f = tuner.visual(x)
+        f = f / f.norm(dim=-1, keepdim=True)
+        want = sum(F.cross_entropy(f[sl] @ heads[n].T, y[sl], reduction="sum") for n, sl in routes) / 64
+    assert got == pytest.approx(float(want), rel=1e-5)
+
+
+def test_weights_with_a_start_interpolate_from_it(tiny):
+    from paint_ray.evaluator import Cell, Evaluator
+    ev = Evaluator(tiny.model.visual)
+    torch.manual_seed(0)
+    start = {n: t + 0.01 * torch.randn_like(t) for n, t in zip(ev.names, ev.theta0)}
+    end = {n: t + 0.05 * torch.randn_like(t) for n, t in zip(ev.names, ev.theta0)}
+    ev.add_weights("step2", end, start=start)
+    ev.set_model("step2", 0.0)
+    assert all(torch.equal(live, start[n]) for n, live in zip(ev.names, ev.live))
+    ev.set_model("step2", 1.0)
+    assert all(torch.equal(live, end[n]) for n, live in zip(ev.names, ev.live))
+    ev.set_model("step2", 0.25)
+    assert all(torch.allclose(live, 0.75 * start[n] + 0.25 * end[n], atol=1e-6) for n, live in zip(ev.names, ev.live))
+    assert ev._canonical(Cell("step2", 0.0, "t", "val")).weights == "step2"   # α = 0 is not θ0 here
+
+
+def test_three_modes_end_to_end_sequential_starts_from_patched_step1(ray_local, tmp_path):
+    from paint_ray.models.checkpoints import load_tensors
+    from paint_ray.multitask import MultitaskConfig, run_multitask
+    from paint_ray.study import StudyConfig
+    cfg = StudyConfig(name="mt", models=[TINY], patch_tasks=["colors", "counting"], supported=["shapes"],
+                      alphas=[0.0, 0.5, 1.0], out=str(tmp_path), progress=False, mlflow=False,
+                      search_space={"lr": [3e-3], "steps": [12], "batch_size": [32], "warmup_steps": [2]})
+    result, table = run_multitask(MultitaskConfig(cfg, combiner="ties"))
+    assert list(table["mode"]) == ["specialised", "joint", "sequential", "parallel (ties)"]
+    assert table[["colors", "counting", "average"]].notna().all().all()
+    modes = {pm.mode: pm for pm in result.patched}
+    assert set(modes) == {"single", "joint", "sequential", "parallel"}
+
+    # sequential: step 2 was fine-tuned from θ0 → θ1(colors) at the α chosen for colors
+    first = next(pm for pm in result.patched if pm.mode == "single" and pm.patch == "colors")
+    theta0 = {k: v for k, v in result.models[TINY].model.visual.state_dict().items() if v.is_floating_point()}
+    theta1 = result.thetas[first.trial]
+    a = first.selection.alpha
+    expected = {k: (1 - a) * theta0[k] + a * theta1[k] for k in theta1}
+    seq = modes["sequential"]
+    assert seq.start is not None
+    assert all(torch.allclose(seq.start[k], expected[k], atol=1e-6) for k in expected)
+    trial = result.trials[result.trials.trial == seq.trial].iloc[0]
+    start_file = Path(json.loads(Path(trial.path, "params.json").read_text())["start"])
+    saved = load_tensors(start_file)
+    assert all(torch.allclose(saved[k], expected[k], atol=1e-6) for k in expected)
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--mode", "jointly"], "unknown mode 'jointly'"),
+    (["--combiner", "tie"], "unknown combiner 'tie'"),
+    (["--patch", "digits"], "need at least 2 patch tasks"),
+])
+def test_multitask_bad_input_is_one_line(tmp_path, args, needle):
+    r = subprocess.run([sys.executable, str(ROOT / "experiments" / "multitask.py"), *args, "--out", str(tmp_path),
+                        "--quiet"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stderr[-1000:]
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0] and "Traceback" not in r.stderr
