@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pandas as pd
 import ray
-import torch
 
 from . import cache
 from .distributed.evaluators import evaluator_names, get_evaluator
@@ -57,10 +56,6 @@ class MultitaskConfig:
             raise PaintRayError(f"a multi-task study patches one model at a time, got {len(self.study.models)}")
         if not 0.0 < self.density <= 1.0:
             raise PaintRayError(f"--density {self.density:g} must be in (0, 1]")
-
-
-def _visual_names(theta: dict) -> list[str]:
-    return list(theta)
 
 
 def _lerp_state(start: dict, end: dict, alpha: float) -> dict:

@@ -4,6 +4,7 @@ This is what `paint-ray patch` runs. Ray studies (experiments/) schedule the sam
 """
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -14,11 +15,11 @@ import torch
 from . import cache
 from .data import image_size_of, prepare_task
 from .errors import PaintRayError
-from .evaluator import ZERO_SHOT, Cell, Evaluator
+from .evaluator import Cell, Evaluator
 from .finetune import FinetuneConfig, finetune, visual_state
 from .models.checkpoints import load_tensors, save_tensors
 from .models.registry import load_model
-from .results import ResultStore, ensure_writable, row_key, cell_row
+from .results import ResultStore, cell_row, ensure_writable, row_key
 from .selection import Selection, frontier_table, select_alpha
 from .tasks import get_task
 
@@ -123,7 +124,6 @@ def run_patch(req: PatchRequest, progress: bool = True) -> PatchReport:
     else:
         train = prepare_task(patch_task, "train", size)
         visual = loaded.model.visual
-        import copy
         tuned = copy.deepcopy(visual)
         finetune(tuned, heads[req.patch], train, req.finetune, req.device, progress=progress,
                  desc=f"fine-tuning {req.model} on {req.patch}")

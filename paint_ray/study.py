@@ -11,11 +11,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import ray
-import torch
-from tqdm.auto import tqdm
 
 from . import cache
 from .data import image_size_of, prepare_task

@@ -180,3 +180,19 @@ def test_run_page_renders_in_a_real_browser(mlflow_server, logged_study, tmp_pat
     shot = shot_dir / "mlflow_run_page.png"
     subprocess.run([_chromium(), *flags, f"--screenshot={shot}", url], capture_output=True, timeout=120)
     assert shot.is_file() and shot.stat().st_size > 10_000
+
+
+def test_register_puts_the_patched_model_in_the_registry(ray_local, mlflow_server, tmp_path):
+    from mlflow import MlflowClient
+
+    from paint_ray.study import StudyConfig, run_study
+    cfg = StudyConfig(name="t-register", models=[TINY], patch_tasks=["colors"], supported=["shapes"],
+                      alphas=[0.0, 0.5, 1.0], out=str(tmp_path), tracking_uri=mlflow_server, register=True,
+                      search_space={"lr": [3e-3], "steps": [12], "batch_size": [32], "warmup_steps": [2]},
+                      progress=False)
+    result = run_study(cfg)
+    client = MlflowClient(tracking_uri=mlflow_server)
+    model = client.get_registered_model(f"paint_ray-{TINY}-colors")
+    assert "PAINT-patched" in model.description and "α=" in model.description
+    versions = client.search_model_versions(f"name = 'paint_ray-{TINY}-colors'")
+    assert any(v.run_id == result.run_ids[f"{TINY}/colors"] for v in versions)

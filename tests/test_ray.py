@@ -108,6 +108,8 @@ def _study_cli(*args, env=None):
 
 @pytest.mark.parametrize("args,env,needle", [
     (["--preset", "huge"], {}, "unknown preset 'huge'"),
+    (["--preset", "paper"], {}, "give --data-root DIR"),
+    (["--preset", "paper", "--data-root", "/nonexistent/data"], {}, "/nonexistent/data"),
     (["--models", TINY, "--gpus-per-trial", "1"], {"RAY_ADDRESS": ""}, "use --gpus-per-trial 0"),
     (["--models", TINY], {"RAY_ADDRESS": "127.0.0.1:9"}, "cannot reach a Ray cluster at '127.0.0.1:9'"),
 ])
