@@ -23,10 +23,11 @@ PRESETS = {
 
 def report(result, out: Path):
     t = result.table()
-    cols = ["model", "alpha", "shapes_attacked_zero_shot", "shapes_attacked_patched", "shapes_zero_shot",
+    # the patch task (attacked shapes) is reported as patch_*; clean shapes is an extra task
+    cols = ["model", "alpha", "patch_zero_shot", "patch_patched", "shapes_zero_shot",
             "shapes_patched", "supported_zero_shot", "supported_patched", "drop"]
     t[cols].to_parquet(out / "typographic_summary.parquet")
-    lines = [f"{r.model}: attacked shapes {r.shapes_attacked_zero_shot:.1%} -> {r.shapes_attacked_patched:.1%} "
+    lines = [f"{r.model}: attacked shapes {r.patch_zero_shot:.1%} -> {r.patch_patched:.1%} "
              f"(clean shapes {r.shapes_zero_shot:.1%} -> {r.shapes_patched:.1%}; supported "
              f"{r.supported_zero_shot:.1%} -> {r.supported_patched:.1%}) at α={r.alpha:g}"
              for r in t.itertuples()]
