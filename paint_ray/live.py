@@ -97,20 +97,10 @@ def sweep(model: str, alphas: Sequence[float], tasks: Sequence[str] | None = Non
 
 def _task_payload(model: str, tasks: Sequence[str], splits: Sequence[str], data_root: str | None) -> ModelPayload:
     """Heads and splits of new eval tasks for a model the evaluators already hold (no θ0 sent)."""
-    from . import cache
-    from .data import image_size_of, prepare_task
     from .models.registry import load_model
-    from .tasks import get_task
+    from .study import add_task_data
     loaded = load_model(model, progress=False)
-    payload = ModelPayload(model, loaded.model_cfg, {}, None)
-    size = image_size_of(loaded.model.visual)
-    for name in tasks:
-        task = get_task(name, data_root)
-        payload.heads[name] = cache.cached_head(loaded, task).numpy()
-        for split in splits:
-            data = prepare_task(task, split, size)
-            payload.splits[(name, split)] = (ray.put(data.images.numpy()), ray.put(data.labels.numpy()))
-    return payload
+    return add_task_data(ModelPayload(model, loaded.model_cfg, {}, None), loaded, tasks, data_root, splits)
 
 
 def shutdown() -> int:

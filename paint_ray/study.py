@@ -165,13 +165,19 @@ def trial_key(model: str, patch: str, recipe: dict) -> str:
 def _payload(loaded: LoadedModel, model_id: str, tasks: list[str], data_root: str | None) -> ModelPayload:
     visual = loaded.model.visual
     state = {k: v.detach().cpu().numpy() for k, v in visual.state_dict().items() if v.is_floating_point()}
-    size = image_size_of(visual)
     payload = ModelPayload(model_id, loaded.model_cfg, dict(getattr(visual, "preprocess_cfg", {}) or {}),
                            ray.put(state))
+    return add_task_data(payload, loaded, tasks, data_root)
+
+
+def add_task_data(payload: ModelPayload, loaded: LoadedModel, tasks, data_root: str | None,
+                  splits=SPLITS) -> ModelPayload:
+    """Put each task's head and prepared splits in the object store once, on `payload`."""
+    size = image_size_of(loaded.model.visual)
     for name in tasks:
         task = get_task(name, data_root)
         payload.heads[name] = cache.cached_head(loaded, task).numpy()
-        for split in SPLITS:
+        for split in splits:
             data = prepare_task(task, split, size)
             payload.splits[(name, split)] = (ray.put(data.images.numpy()), ray.put(data.labels.numpy()))
     return payload
