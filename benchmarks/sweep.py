@@ -1,9 +1,12 @@
 """Sweep throughput: paint_ray's resident evaluator vs the reference code's per-α path, same cells.
 
-Reference-style path, for every α: build the interpolated state dict on the CPU, load it into the model,
+Reference-style path (what PAINT.md lists for the reference code), for every α: build the interpolated
+state dict on the CPU, load it into the model, write the whole pickled model, rebuild each dataset and
 decode every image again from files through a DataLoader, fp32 forward. paint_ray's path: decode each
-split once into uint8 tensors (counted in its time), form θα in place, forward the cached tensors (bf16
-autocast on CUDA). Both paths must give the same accuracies (checked). The last line is `ratio: X`.
+split once into uint8 tensors (counted in its time), form θα in place, forward the cached tensors with
+paint_ray's evaluation precision (bf16 autocast on CUDA and on CPUs with native bf16, see
+paint_ray/precision.py). The accuracies of both paths are compared and the largest difference printed.
+The last line is `ratio: X`.
 
     python benchmarks/sweep.py                       # toy-m on this CPU, digits/shapes/colors val splits
     python benchmarks/sweep.py --model ViT-B-32 --device cuda --n 2000    # random weights, 224 px
@@ -30,6 +33,7 @@ from paint_ray.data import PreparedSplit, image_size_of, resize_center_crop  # n
 from paint_ray.evaluator import Cell, Evaluator  # noqa: E402
 from paint_ray.finetune import batch_logits  # noqa: E402
 from paint_ray.models.normalize import mean_std  # noqa: E402
+from paint_ray.precision import eval_precision  # noqa: E402
 from paint_ray.tasks import get_task  # noqa: E402
 
 
@@ -47,7 +51,8 @@ def write_image_folders(tasks: list[str], n: int, root: Path) -> dict[str, Path]
     return folders
 
 
-def reference_sweep(model, theta0_sd, theta1_sd, heads, folders, alphas, size, batch, workers) -> dict:
+def reference_sweep(model, theta0_sd, theta1_sd, heads, folders, alphas, size, batch, workers,
+                    checkpoint_dir: Path) -> dict:
     from torchvision import datasets, transforms
     mean, std = mean_std(model.visual)
     tf = transforms.Compose([transforms.Resize(size, interpolation=transforms.InterpolationMode.BICUBIC),
@@ -58,6 +63,7 @@ def reference_sweep(model, theta0_sd, theta1_sd, heads, folders, alphas, size, b
               else v for k, v in theta0_sd.items()}                   # a whole state dict per α, on the CPU
         model.load_state_dict(sd)
         model.eval()
+        torch.save(model, checkpoint_dir / f"patched_alpha={a:.3f}.pt")   # the reference pickles each θα
         for name, folder in folders.items():
             ds = datasets.ImageFolder(str(folder), transform=tf)
             # ImageFolder labels folders 000, 001, ... by sorted name: the same as the task's labels
@@ -121,16 +127,17 @@ def main() -> None:
         t_ours = time.perf_counter() - t
         t = time.perf_counter()
         ref = reference_sweep(copy.deepcopy(model), theta0_sd, theta1_sd, heads, folders, alphas, size,
-                              args.batch, args.workers)
+                              args.batch, args.workers, Path(tmp))
         t_ref = time.perf_counter() - t
     diff = max(abs(ours[k] - ref[k]) for k in ref)
     print(f"model {args.model} ({size} px), {cells} cells = {len(alphas)} alphas x {len(tasks)} tasks, "
-          f"{n_images} images per alpha, device {args.device}, torch threads {torch.get_num_threads()}")
+          f"{n_images} images per alpha, device {args.device} (paint_ray eval in {eval_precision(args.device)}), torch threads {torch.get_num_threads()}")
     print(f"reference path: {t_ref:8.2f} s  {cells / t_ref:7.2f} cells/s  {n_images * len(alphas) / t_ref:9.0f} img/s")
     print(f"evaluator path: {t_ours:8.2f} s  {cells / t_ours:7.2f} cells/s  {n_images * len(alphas) / t_ours:9.0f} img/s"
           f"  (one-time decode included)")
+    precision = eval_precision(args.device)
     print(f"max accuracy difference between the paths: {diff:.4f}"
-          f"{'  (bf16 on CUDA vs fp32)' if args.device.startswith('cuda') else ''}")
+          f"{'  (paint_ray in bf16, reference in fp32)' if precision == 'bf16' else ''}")
     print(f"ratio: {t_ref / t_ours:.1f}")
 
 

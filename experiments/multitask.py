@@ -1,7 +1,7 @@
 """RQ3 — multi-task patching: joint, sequential and parallel modes vs one specialised model per task.
 
     python experiments/multitask.py [--mode joint,sequential,parallel] [--combiner ties|average|task_arithmetic]
-                                    [--per-task] [--out multitask_out]
+                                    [--per-task [--coefficients 0.6,0.4]] [--out multitask_out]
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from paint_ray.errors import PaintRayError  # noqa: E402
-from paint_ray.experiment_cli import build_parser, config_from_args  # noqa: E402
+from paint_ray.experiment_cli import build_parser, config_from_args, float_list  # noqa: E402
 
 PRESETS = {
     "embedded": dict(models=["toy-m"], patch_tasks=["digits", "counting"], supported=["shapes", "colors"],
@@ -31,19 +31,22 @@ def main(argv=None) -> int:
     parser.add_argument("--combiner", default="ties", help="parallel mode: average, task_arithmetic or ties")
     parser.add_argument("--per-task", action="store_true", help="parallel mode: one coefficient per task")
     parser.add_argument("--density", type=float, default=0.2, help="TIES: fraction of each task vector kept")
+    parser.add_argument("--coefficients", type=float_list,
+                        help="with --per-task: these coefficients (one per patch task) instead of a search")
     args = parser.parse_args(argv)
     try:
         from paint_ray.multitask import MultitaskConfig, run_multitask
         cfg = config_from_args("multitask", PRESETS, args)
         mt = MultitaskConfig(cfg, modes=[m.strip() for m in args.mode.split(",") if m.strip()],
-                             combiner=args.combiner, per_task=args.per_task, density=args.density)
+                             combiner=args.combiner, per_task=args.per_task, density=args.density,
+                             coefficients=args.coefficients)
         mt.validate()
         result, table = run_multitask(mt)
         out = Path(cfg.out)
         table.to_parquet(out / "multitask.parquet")
         print("\nmulti-task patching: test accuracy at the α (or coefficients) chosen on validation")
         shown = table.copy()
-        pct = [c for c in shown.columns if c not in ("mode", "alpha")]
+        pct = [c for c in shown.columns if c not in ("mode", "alpha", "coefficients")]
         shown[pct] = (100 * shown[pct]).round(1)
         print(shown.to_string(index=False))
         print(f"accuracies in %, gap in points (specialised average - mode average); "

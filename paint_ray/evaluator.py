@@ -18,6 +18,7 @@ import torch
 from .data import PreparedSplit
 from .finetune import batch_logits
 from .interpolate import interpolate_, tensors_of
+from .precision import inference_autocast
 from .models.normalize import to_model_input
 
 ZERO_SHOT = "zeroshot"
@@ -96,7 +97,7 @@ class Evaluator:
         correct = torch.zeros((), dtype=torch.long, device=self.device)
         for start in range(0, len(data), self.batch_size):
             x = to_model_input(data.images[start:start + self.batch_size], self.visual)
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+            with inference_autocast(self.device):
                 logits = batch_logits(self.visual, head, x)
             correct += (logits.argmax(-1) == data.labels[start:start + self.batch_size]).sum()
         return int(correct) / max(1, len(data)), len(data)

@@ -8,7 +8,7 @@ from pathlib import Path
 from .errors import PaintRayError, unknown
 
 
-def _floats(text: str) -> list[float]:
+def float_list(text: str) -> list[float]:
     return [float(v) for v in text.split(",") if v.strip()]
 
 
@@ -29,10 +29,10 @@ def build_parser(study: str, presets: dict, doc: str | None) -> argparse.Argumen
     p.add_argument("--patch", type=_names, help="override the preset's patch tasks")
     p.add_argument("--supported", type=_names, help="override the preset's supported tasks")
     p.add_argument("--alphas", default="0:1:0.1", help="alpha grid: start:stop:step or a comma list")
-    p.add_argument("--lr", type=_floats, help="learning rates to grid over (comma-separated)")
+    p.add_argument("--lr", type=float_list, help="learning rates to grid over (comma-separated)")
     p.add_argument("--steps", type=_ints, help="fine-tuning steps to grid over")
-    p.add_argument("--weight-decay", type=_floats, help="weight decays to grid over")
-    p.add_argument("--label-smoothing", type=_floats, help="label smoothings to grid over")
+    p.add_argument("--weight-decay", type=float_list, help="weight decays to grid over")
+    p.add_argument("--label-smoothing", type=float_list, help="label smoothings to grid over")
     p.add_argument("--asha", action="store_true", help="early-stop weak trials with ASHA on patch val accuracy")
     p.add_argument("--cpus-per-trial", type=float, default=1.0)
     p.add_argument("--gpus-per-trial", type=float, default=None,

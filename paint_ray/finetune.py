@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 from .data import PreparedSplit
 from .models.normalize import to_model_input
 from .models.pretrain import cosine_with_warmup
+from .precision import inference_autocast
 
 
 @dataclass(frozen=True)
@@ -144,7 +145,7 @@ def accuracy(visual: torch.nn.Module, head: torch.Tensor, split: PreparedSplit, 
     correct = 0
     for start in range(0, len(split), batch_size):
         x = to_model_input(split.images[start:start + batch_size].to(device), visual)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        with inference_autocast(device):
             logits = batch_logits(visual, head.to(device), x)
         correct += int((logits.argmax(-1).cpu() == split.labels[start:start + batch_size]).sum())
     return correct / max(1, len(split))

@@ -32,6 +32,7 @@ from .selection import frontier_table, select_alpha
 from .study import PatchedModel, StudyConfig, StudyResult, SweepEntry, run_study, sweep_entries
 
 MODES = ("joint", "sequential", "parallel")
+MAX_COMBINATIONS = 512          # per-task search: every combination is a model held by each evaluator
 
 
 @dataclass
@@ -41,6 +42,7 @@ class MultitaskConfig:
     combiner: str = "ties"
     per_task: bool = False                   # parallel: one coefficient per task instead of a shared one
     density: float = 0.2
+    coefficients: list[float] | None = None  # per_task: evaluate these (one per task) instead of searching
 
     def validate(self) -> None:
         for m in self.modes:
@@ -56,6 +58,19 @@ class MultitaskConfig:
             raise PaintRayError(f"a multi-task study patches one model at a time, got {len(self.study.models)}")
         if not 0.0 < self.density <= 1.0:
             raise PaintRayError(f"--density {self.density:g} must be in (0, 1]")
+        n = len(self.study.patch_tasks)
+        if self.coefficients is not None:
+            if not self.per_task:
+                raise PaintRayError("--coefficients needs --per-task (a shared coefficient is swept over --alphas)")
+            if len(self.coefficients) != n:
+                raise PaintRayError(f"--coefficients has {len(self.coefficients)} values for {n} patch tasks "
+                                    f"({','.join(self.study.patch_tasks)}); give exactly {n}")
+        elif self.per_task and "parallel" in self.modes:
+            combos = len([a for a in self.study.alphas if a > 0]) ** n
+            if combos > MAX_COMBINATIONS:
+                raise PaintRayError(f"--per-task would search {combos} coefficient combinations "
+                                    f"({n} tasks); the limit is {MAX_COMBINATIONS}: use a coarser --alphas "
+                                    f"or give --coefficients")
 
 
 def _lerp_state(start: dict, end: dict, alpha: float) -> dict:
@@ -157,8 +172,9 @@ def run_multitask(mt: MultitaskConfig) -> tuple[StudyResult, pd.DataFrame]:
             patched.append(select("parallel", key, patch, {"combiner": mt.combiner, "density": mt.density}))
         else:
             grid = [a for a in cfg.alphas if a > 0]
+            combos = [tuple(mt.coefficients)] if mt.coefficients else itertools.product(grid, repeat=len(patch))
             weights = {}
-            for coefs in itertools.product(grid, repeat=len(patch)):
+            for coefs in combos:
                 merged = merge_task_vectors(taus, mt.combiner, list(coefs), mt.density)
                 key = f"parallel-{mt.combiner}-" + "-".join(f"{c:g}" for c in coefs)
                 weights[key] = dict(zip(names, as_theta([theta0[n] for n in names], merged)))
@@ -183,8 +199,9 @@ def special_resources():
 
 def _best_coefficients(store, cfg, spec, loaded, joined, patch, weights, mt, thetas) -> PatchedModel:
     """Per-task coefficients: every combination evaluated at α = 1; the best on validation wins."""
-    frame = store.read()
-    frame = frame[(frame.study == cfg.name) & (frame["mode"] == "parallel") & frame.trial.isin(list(weights))]
+    everything = store.read()
+    frame = everything[(everything.study == cfg.name) & (everything["mode"] == "parallel")
+                       & everything.trial.isin(list(weights))]
     best = None
     table_rows = []
     for key in weights:
@@ -198,7 +215,10 @@ def _best_coefficients(store, cfg, spec, loaded, joined, patch, weights, mt, the
         if best is None or score > best[0]:
             best = (score, key, t, sel)
     _, key, table, sel = best
-    zero = frame[frame.alpha == 0.0]
+    thetas[key] = weights[key]       # the chosen merge is this patched model's θ1 (saved to MLflow at α = 1)
+    # zero-shot rows: the per-task sweep runs only at α = 1, and θ0's accuracy is the same for every trial
+    zero = everything[(everything.study == cfg.name) & (everything.model == spec) & (everything.alpha == 0.0)]
+    zero = zero.drop_duplicates(["eval_task", "split"])
     full = pd.concat([frontier_table(zero, patch, cfg.supported), table]).drop_duplicates("alpha").reset_index(drop=True)
     full["pareto"] = True
     return PatchedModel(spec, loaded.pretrained, joined, key,
@@ -211,16 +231,18 @@ def multitask_table(result: StudyResult, patch: list[str], by_task: dict) -> pd.
     """Test accuracy per patch task, their average, supported accuracy and the gap to the specialised models."""
     special = {t: by_task[t].frontier.set_index("alpha").loc[by_task[t].selection.alpha, f"{t}_test"] for t in patch}
     rows = [{"mode": "specialised", **{t: special[t] for t in patch}, "average": sum(special.values()) / len(patch),
-             "supported": float("nan"), "alpha": float("nan")}]
+             "supported": float("nan"), "alpha": float("nan"), "coefficients": ""}]
     for pm in result.patched:
         mode = pm.mode
         if mode == "single":
             continue
         f = pm.frontier.set_index("alpha").loc[pm.selection.alpha]
         accs = {t: f[f"{t}_test"] for t in patch}
+        per_task = pm.coefficient_table is not None
         rows.append({"mode": mode if mode != "parallel" else f"parallel ({pm.config.get('combiner')})",
                      **accs, "average": sum(accs.values()) / len(patch), "supported": f["supported_test"],
-                     "alpha": pm.selection.alpha})
+                     "alpha": float("nan") if per_task else pm.selection.alpha,
+                     "coefficients": pm.config["coefficients"].replace("-", ",") if per_task else ""})
     table = pd.DataFrame(rows)
     table["gap"] = table["average"].iloc[0] - table["average"]
     return table

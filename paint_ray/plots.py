@@ -49,7 +49,8 @@ def scaling_plot(table: pd.DataFrame, path: str | Path) -> Path:
     for ax, patch in zip(axes, patches):
         t = table[table["patch"] == patch]
         for col, label, style in [("patch_zero_shot", "zero-shot", "o--"), ("patch_fine_tuned", "fine-tuned", "s:"),
-                                  ("patch_patched", "patched", "*-")]:
+                                  ("patch_patched", "patched", "*-"),
+                                  ("supported_patched", "supported tasks, patched", "d-.")]:
             ax.plot(t["model"], 100 * t[col], style, label=label)
         ax.set_title(f"patch task: {patch}", fontsize=10)
         ax.set_ylabel("test accuracy (%)")
@@ -64,7 +65,7 @@ def scaling_plot(table: pd.DataFrame, path: str | Path) -> Path:
     ax.set_title("gain and supported drop at the chosen α", fontsize=10)
     ax.set_ylabel("points")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2)   # below: lines fill the plot
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path)

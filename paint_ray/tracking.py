@@ -62,8 +62,9 @@ def experiment_id(uri: str, name: str, artifact_root: Path | None) -> str:
 
 
 def _existing_run(client, exp_id: str, key: str):
-    runs = client.search_runs([exp_id], filter_string=f"tags.`{KEY_TAG}` = '{key}'", max_results=1)
-    return runs[0] if runs and runs[0].info.status == "FINISHED" else None
+    runs = client.search_runs([exp_id], filter_string=f"tags.`{KEY_TAG}` = '{key}' and attributes.status = 'FINISHED'",
+                              max_results=1)
+    return runs[0] if runs else None
 
 
 @dataclass
@@ -109,10 +110,7 @@ def save_patched(loaded, theta1: dict[str, torch.Tensor], alpha: float, start: d
 
 def log_study(result, uri: str, register: bool = False) -> dict[str, str]:
     """Log every patched model of a StudyResult; returns {'model/patch': run_id}."""
-    from mlflow.entities import Metric, Param, RunTag
-
     from . import cache
-    from .plots import frontier_plot
     cfg = result.config
     client = _client(uri)
     exp_id = experiment_id(uri, cfg.name, Path(cfg.out) / "mlartifacts")
@@ -128,47 +126,61 @@ def log_study(result, uri: str, register: bool = False) -> dict[str, str]:
         run = client.create_run(exp_id, run_name=name,
                                 tags={KEY_TAG: key, "paint_ray.study": cfg.name, "paint_ray.mode": pm.mode})
         rid = run.info.run_id
-        now = int(time.time() * 1000)
-        table, sel = pm.frontier.sort_values("alpha").reset_index(drop=True), pm.selection
-        params = {"model": pm.model, "pretrained": pm.pretrained, "patch_task": pm.patch,
-                  "supported_tasks": ",".join(cfg.supported), "mode": pm.mode, "data_root": cfg.data_root or "embedded",
-                  "alpha_grid": ",".join(f"{a:g}" for a in table["alpha"]), "selection_rule": sel.describe(),
-                  "chosen_alpha": sel.alpha, "trial": pm.trial,
-                  **{f"ft_{k}": v for k, v in pm.config.items() if k != "tune_path"}}
-        metrics = []
-        value_cols = [c for c in table.columns if c.endswith(("_val", "_test"))]
-        for step, row in table.iterrows():
-            metrics.append(Metric("alpha", float(row["alpha"]), now, step))
-            metrics += [Metric(f"{c}_acc", float(row[c]), now, step) for c in value_cols if pd.notna(row[c])]
-        summary = pm.summary(cfg.supported, cfg.extra_tasks)
-        for k in ("patch_zero_shot", "patch_fine_tuned", "patch_patched", "supported_zero_shot",
-                  "supported_fine_tuned", "supported_patched", "gain", "drop", "cka", "weight_distance"):
-            metrics.append(Metric(k, float(summary[k]), now, 0))
-        metrics.append(Metric("chosen_alpha", sel.alpha, now, 0))
-        client.log_batch(rid, metrics=metrics, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
-        client.log_table(rid, table, "frontier.json")
-        if pm.coefficient_table is not None:
-            client.log_table(rid, pm.coefficient_table, "coefficients.json")
-        with tempfile.TemporaryDirectory() as tmp:
-            png = frontier_plot(table, sel.alpha, f"{pm.model}: patch {pm.patch} vs {', '.join(cfg.supported)}",
-                                Path(tmp) / "frontier.png")
-            client.log_artifact(rid, str(png))
-            tasks = list(dict.fromkeys([*pm.patch.split("+"), *cfg.supported, *cfg.extra_tasks]))
-            folder = save_patched(result.models[pm.model], result.thetas[pm.trial], sel.alpha, pm.start,
-                                  {t: result.heads[pm.model][t] for t in tasks},
-                                  {t: list(result.classnames[t]) for t in tasks}, Path(tmp) / ARTIFACT_MODEL,
-                                  {"run_id": rid, "patch": pm.patch, "model_spec": pm.model})
-            client.log_artifacts(rid, str(folder), ARTIFACT_MODEL)
-        trials = result.trials[(result.trials.model == pm.model) & (result.trials.patch == pm.patch)]
-        if pm.mode != "single":
-            trials = trials[trials.trial == pm.trial]
-        for tr in trials.itertuples():
-            _log_trial(client, exp_id, rid, tr, chosen=tr.trial == pm.trial)
+        try:   # a run whose logging failed is marked FAILED, never reused as finished
+            summary = _log_patched_run(client, exp_id, rid, pm, result)
+        except BaseException:
+            client.set_terminated(rid, "FAILED")
+            raise
         client.set_terminated(rid)
         if register:
             _register(client, rid, pm, summary)
         run_ids[_run_label(pm)] = rid
     return run_ids
+
+
+def _log_patched_run(client, exp_id: str, rid: str, pm, result) -> dict:
+    """Params, per-α metrics, frontier, plot, patched weights and nested trials of one run; returns the summary."""
+    from mlflow.entities import Metric, Param
+
+    from .plots import frontier_plot
+    cfg = result.config
+    now = int(time.time() * 1000)
+    table, sel = pm.frontier.sort_values("alpha").reset_index(drop=True), pm.selection
+    params = {"model": pm.model, "pretrained": pm.pretrained, "patch_task": pm.patch,
+              "supported_tasks": ",".join(cfg.supported), "mode": pm.mode, "data_root": cfg.data_root or "embedded",
+              "alpha_grid": ",".join(f"{a:g}" for a in table["alpha"]), "selection_rule": sel.describe(),
+              "chosen_alpha": sel.alpha, "trial": pm.trial,
+              **{f"ft_{k}": v for k, v in pm.config.items() if k != "tune_path"}}
+    metrics = []
+    value_cols = [c for c in table.columns if c.endswith(("_val", "_test"))]
+    for step, row in table.iterrows():
+        metrics.append(Metric("alpha", float(row["alpha"]), now, step))
+        metrics += [Metric(f"{c}_acc", float(row[c]), now, step) for c in value_cols if pd.notna(row[c])]
+    summary = pm.summary(cfg.supported, cfg.extra_tasks)
+    for k in ("patch_zero_shot", "patch_fine_tuned", "patch_patched", "supported_zero_shot",
+              "supported_fine_tuned", "supported_patched", "gain", "drop", "cka", "weight_distance"):
+        metrics.append(Metric(k, float(summary[k]), now, 0))
+    metrics.append(Metric("chosen_alpha", sel.alpha, now, 0))
+    client.log_batch(rid, metrics=metrics, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
+    client.log_table(rid, table, "frontier.json")
+    if pm.coefficient_table is not None:
+        client.log_table(rid, pm.coefficient_table, "coefficients.json")
+    with tempfile.TemporaryDirectory() as tmp:
+        png = frontier_plot(table, sel.alpha, f"{pm.model}: patch {pm.patch} vs {', '.join(cfg.supported)}",
+                            Path(tmp) / "frontier.png")
+        client.log_artifact(rid, str(png))
+        tasks = list(dict.fromkeys([*pm.patch.split("+"), *cfg.supported, *cfg.extra_tasks]))
+        folder = save_patched(result.models[pm.model], result.thetas[pm.trial], sel.alpha, pm.start,
+                              {t: result.heads[pm.model][t] for t in tasks},
+                              {t: list(result.classnames[t]) for t in tasks}, Path(tmp) / ARTIFACT_MODEL,
+                              {"run_id": rid, "patch": pm.patch, "model_spec": pm.model})
+        client.log_artifacts(rid, str(folder), ARTIFACT_MODEL)
+    trials = result.trials[(result.trials.model == pm.model) & (result.trials.patch == pm.patch)]
+    if pm.mode != "single":
+        trials = trials[trials.trial == pm.trial]
+    for tr in trials.itertuples():
+        _log_trial(client, exp_id, rid, tr, chosen=tr.trial == pm.trial)
+    return summary
 
 
 def _run_label(pm) -> str:

@@ -9,7 +9,6 @@ import time
 import urllib.request
 from pathlib import Path
 
-import pandas as pd
 import pytest
 import torch
 
@@ -107,6 +106,25 @@ def test_rerun_does_not_duplicate_runs(mlflow_server, logged_study):
     client = MlflowClient(tracking_uri=mlflow_server)
     exp = client.get_experiment_by_name("t-mlflow")
     assert len(client.search_runs([exp.experiment_id])) == 3     # 1 patched model + 2 trials
+
+
+def test_a_run_whose_logging_fails_is_failed_and_the_next_log_replaces_it(mlflow_server, logged_study, tmp_path):
+    from dataclasses import replace
+
+    from mlflow import MlflowClient
+
+    from paint_ray.tracking import log_study
+    cfg, result = logged_study
+    study = replace(cfg, name="t-mlflow-fail", out=str(tmp_path))
+    broken = replace(result, config=study, thetas={})           # no θ1: saving the patched model fails
+    with pytest.raises(KeyError):
+        log_study(broken, mlflow_server)
+    client = MlflowClient(tracking_uri=mlflow_server)
+    exp = client.get_experiment_by_name("t-mlflow-fail")
+    assert [r.info.status for r in client.search_runs([exp.experiment_id])] == ["FAILED"]
+    ids = log_study(replace(result, config=study), mlflow_server)
+    assert client.get_run(next(iter(ids.values()))).info.status == "FINISHED"   # not the failed one
+    assert log_study(replace(result, config=study), mlflow_server) == ids        # and that one is reused
 
 
 def test_load_patched_reproduces_study_predictions(mlflow_server, logged_study):

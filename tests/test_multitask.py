@@ -83,10 +83,42 @@ def test_three_modes_end_to_end_sequential_starts_from_patched_step1(ray_local, 
     assert all(torch.allclose(saved[k], expected[k], atol=1e-6) for k in expected)
 
 
+def test_per_task_coefficients_search_and_given_coefficients_log_to_mlflow(ray_local, tmp_path):
+    from paint_ray.multitask import MultitaskConfig, run_multitask
+    from paint_ray.study import StudyConfig
+    cfg = StudyConfig(name="mt-per-task", models=[TINY], patch_tasks=["colors", "counting"], supported=["shapes"],
+                      alphas=[0.0, 0.5, 1.0], out=str(tmp_path), progress=False, mlflow=True,
+                      search_space={"lr": [3e-3], "steps": [12], "batch_size": [32], "warmup_steps": [2]})
+    result, table = run_multitask(MultitaskConfig(cfg, modes=["parallel"], combiner="task_arithmetic",
+                                                  per_task=True))
+    merged = next(pm for pm in result.patched if pm.mode == "parallel")
+    assert len(merged.coefficient_table) == 4                 # (0.5, 1.0) for each of the two tasks
+    assert set(merged.frontier["alpha"]) == {0.0, 1.0}        # zero-shot next to the chosen merge
+    best = merged.coefficient_table.sort_values("score").iloc[-1]
+    assert merged.trial == best["trial"]
+    assert len(result.run_ids) == len(result.patched)         # every patched model reached MLflow
+    from mlflow import MlflowClient
+
+    from paint_ray.tracking import tracking_uri
+    client = MlflowClient(tracking_uri(cfg.out, None))
+    artifacts = {a.path for a in client.list_artifacts(result.run_ids[f"{TINY}/colors+counting/parallel"])}
+    assert "coefficients.json" in artifacts
+    assert table["mode"].tolist() == ["specialised", "parallel (task_arithmetic)"]
+
+    given, _ = run_multitask(MultitaskConfig(cfg, modes=["parallel"], combiner="task_arithmetic", per_task=True,
+                                             coefficients=[0.5, 1.0]))
+    only = next(pm for pm in given.patched if pm.mode == "parallel")
+    assert len(only.coefficient_table) == 1 and only.config["coefficients"] == "0.5-1"
+
+
 @pytest.mark.parametrize("args,needle", [
     (["--mode", "jointly"], "unknown mode 'jointly'"),
     (["--combiner", "tie"], "unknown combiner 'tie'"),
     (["--patch", "digits"], "need at least 2 patch tasks"),
+    (["--per-task", "--coefficients", "0.5"], "--coefficients has 1 values for 2 patch tasks"),
+    (["--coefficients", "0.5,0.5"], "--coefficients needs --per-task"),
+    (["--per-task", "--patch", "digits,counting,colors,shapes", "--alphas", "0:1:0.1"],
+     "would search 10000 coefficient combinations"),
 ])
 def test_multitask_bad_input_is_one_line(tmp_path, args, needle):
     r = subprocess.run([sys.executable, str(ROOT / "experiments" / "multitask.py"), *args, "--out", str(tmp_path),

@@ -48,8 +48,21 @@ def test_digits_is_sklearn_with_disjoint_deterministic_splits():
     assert task.classnames[3] == "three" and set(np.unique(parts["test"].labels)) == set(range(10))
 
 
+def test_digit_range_tasks_split_digits_into_disjoint_classes():
+    full = get_task("digits").split("test")
+    low, high = get_task("digits_0to4"), get_task("digits_5to9")
+    assert low.classnames == ("zero", "one", "two", "three", "four")
+    assert high.classnames == ("five", "six", "seven", "eight", "nine")
+    a, b = low.split("test"), high.split("test")
+    assert len(a) + len(b) == len(full)           # every scan lands in exactly one of the two
+    assert set(np.unique(a.labels)) == set(range(5)) == set(np.unique(b.labels))
+    # relabelled from 0, images unchanged: each of b's scans is a full-task scan of class label + 5
+    pos = {full.images[i].tobytes(): int(full.labels[i]) for i in range(len(full))}
+    assert all(pos[b.images[i].tobytes()] == b.labels[i] + 5 for i in range(len(b)))
+
+
 def test_every_task_has_templates_with_one_placeholder():
-    for name in ["shapes", "colors", "counting", "digits", "typed_digits"]:
+    for name in ["shapes", "colors", "counting", "digits", "typed_digits", "digits_0to4", "digits_5to9"]:
         task = get_task(name)
         assert all(t.count("{}") == 1 for t in task.templates)
         assert len(set(task.classnames)) == len(task.classnames)

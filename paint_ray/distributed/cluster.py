@@ -7,7 +7,7 @@ from ..errors import PaintRayError
 
 NAMESPACE = "paint_ray"
 # Environment that workers need to find the same caches and tracking server as the driver.
-FORWARDED_ENV = ("PAINT_RAY_HOME", "MLFLOW_TRACKING_URI", "HF_HUB_OFFLINE", "HF_HOME")
+FORWARDED_ENV = ("PAINT_RAY_HOME", "MLFLOW_TRACKING_URI", "HF_HUB_OFFLINE", "HF_HOME", "PAINT_RAY_EVAL_PRECISION")
 
 
 def _reachable(address: str, timeout: float = 3.0) -> str | None:

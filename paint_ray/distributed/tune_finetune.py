@@ -39,11 +39,12 @@ def _checkpoint(visual_state: dict, trainer_state: dict | None, metrics: dict):
     from ray import tune
 
     from ..models.checkpoints import save_tensors
-    tmp = tempfile.mkdtemp(prefix="paint_ray_ckpt_")
-    save_tensors(visual_state, Path(tmp) / "visual.safetensors")
-    if trainer_state is not None:
-        torch.save(trainer_state, Path(tmp) / "trainer.pt")
-    tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
+    # tune.report copies the folder into the run's storage, so the staging folder goes right after
+    with tempfile.TemporaryDirectory(prefix="paint_ray_ckpt_") as tmp:
+        save_tensors(visual_state, Path(tmp) / "visual.safetensors")
+        if trainer_state is not None:
+            torch.save(trainer_state, Path(tmp) / "trainer.pt")
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
 
 
 def finetune_trial(config: dict) -> None:

@@ -28,9 +28,13 @@ class PretrainRecipe:
     warmup_fraction: float = 0.1
     corpus_size: int = 60_000
     seed: int = 0
+    grow_from: str = ""      # an embedded model to start from (models/grow.py), else random init
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if not d["grow_from"]:   # keeps from-scratch recipes' cache keys as they were before growth existed
+            del d["grow_from"]
+        return d
 
 
 def cosine_with_warmup(optimizer: torch.optim.Optimizer, warmup: int, total: int) -> torch.optim.lr_scheduler.LRScheduler:

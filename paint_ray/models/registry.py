@@ -21,6 +21,7 @@ import torch
 
 from ..errors import PaintRayError, closest, unknown
 from ..paths import home
+from .grow import grow_depth
 from .checkpoints import CONFIG_NAME, WEIGHTS_NAME, load_tensors, read_model_config, save_model_dir
 from .pretrain import PretrainRecipe, pretrain
 
@@ -30,9 +31,10 @@ open_clip.add_model_config(CONFIG_DIR)
 # Recipes per embedded size; changing one changes the cache key, so stale models are never reused.
 EMBEDDED: dict[str, PretrainRecipe] = {
     "toy-xs": PretrainRecipe(steps=200, batch_size=128, lr=3e-3, corpus_size=6000),  # smoke tests, seconds
-    "toy-s": PretrainRecipe(steps=1200, lr=2e-3),     # ~3 min on 2 cores
-    "toy-m": PretrainRecipe(steps=1000, lr=1.5e-3),   # ~8 min
-    "toy-l": PretrainRecipe(steps=700, lr=1.2e-3),    # ~10 min
+    "toy-s": PretrainRecipe(steps=800, lr=2e-3),      # 96 x 3 image blocks, ~2 min on 2 cores
+    "toy-m": PretrainRecipe(steps=1000, lr=1.5e-3),   # 192 x 5, ~8 min
+    # 192 x 7: toy-m grown deeper (models/grow.py), then trained on fresh captions, ~4 min after toy-m
+    "toy-l": PretrainRecipe(steps=320, lr=1e-3, seed=1, grow_from="toy-m"),
 }
 
 
@@ -69,7 +71,10 @@ def embedded_dir(name: str) -> Path:
     recipe = EMBEDDED[name]
     config = json.loads((CONFIG_DIR / f"{name}.json").read_text())
     from ..tasks.embedded import WORLD_VERSION
-    digest = hashlib.sha1(json.dumps([config, recipe.as_dict(), WORLD_VERSION], sort_keys=True).encode()).hexdigest()[:10]
+    key = [config, recipe.as_dict(), WORLD_VERSION]
+    if recipe.grow_from:   # a grown model is only as fresh as the one it grew from
+        key.append(embedded_dir(recipe.grow_from).name)
+    digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
     return home() / "models" / f"{name}-{digest}"
 
 
@@ -86,15 +91,19 @@ def ensure_embedded(name: str, progress: bool = True, device: str = "cpu") -> Pa
     with FileLock(str(path) + ".lock"):
         if (path / WEIGHTS_NAME).is_file():
             return path
-        torch.manual_seed(EMBEDDED[name].seed)
+        recipe = EMBEDDED[name]
+        torch.manual_seed(recipe.seed)
         with _quiet_open_clip():  # "no pretrained weights": random init is the point here
             model = open_clip.create_model(name, pretrained=None)
+        if recipe.grow_from:
+            parent = _from_dir(ensure_embedded(recipe.grow_from, progress, device), recipe.grow_from)
+            model = grow_depth(parent.model, model)
         tokenizer = open_clip.get_tokenizer(name)
-        summary = pretrain(model, tokenizer, EMBEDDED[name], device=device, progress=progress,
+        summary = pretrain(model, tokenizer, recipe, device=device, progress=progress,
                            desc=f"pretraining {name} (first use, cached after)")
         model.cpu()
         save_model_dir(model, open_clip.get_model_config(name), path,
-                       extra={"embedded": name, "recipe": EMBEDDED[name].as_dict(), "pretrain": summary})
+                       extra={"embedded": name, "recipe": recipe.as_dict(), "pretrain": summary})
     return path
 
 

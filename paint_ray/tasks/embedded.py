@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image
 
 from ..world import render
-from ..world.corpus import COUNT_WORDS, plural
+from ..world.corpus import COUNT_WORDS
 from .base import ArraySplit, Task, split_indices
 
 WORLD_VERSION = "3"
@@ -111,6 +111,18 @@ def digits_task(seed: int = 0) -> Task:
     return Task("digits", COUNT_WORDS, DIGIT_TEMPLATES, load, f"sklearn-digits-{seed}")
 
 
+def digit_range_task(low: int, high: int, seed: int = 0) -> Task:
+    """scikit-learn's digits restricted to classes low..high, relabelled from 0: two such tasks with
+    disjoint classes are the world's analogue of the paper's transfer pairs (MNIST <-> SVHN)."""
+    name = f"digits_{low}to{high}"
+
+    def load(split: str) -> ArraySplit:
+        full = digits_task(seed).split(split)
+        keep = (full.labels >= low) & (full.labels <= high)
+        return ArraySplit(full.images[keep], full.labels[keep] - low)
+    return Task(name, COUNT_WORDS[low:high + 1], DIGIT_TEMPLATES, load, f"sklearn-digits-{seed}-{low}to{high}")
+
+
 EMBEDDED_TASKS: dict[str, Callable[[], Task]] = {
     "shapes": shapes_task,
     "colors": colors_task,
@@ -118,4 +130,6 @@ EMBEDDED_TASKS: dict[str, Callable[[], Task]] = {
     "counting_seen": counting_seen_task,
     "digits": digits_task,
     "typed_digits": typed_digits_task,
+    "digits_0to4": lambda seed=0: digit_range_task(0, 4, seed),
+    "digits_5to9": lambda seed=0: digit_range_task(5, 9, seed),
 }
