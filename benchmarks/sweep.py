@@ -93,7 +93,18 @@ def evaluator_sweep(model, theta1_sd, heads, folders, alphas, size, device) -> d
     rows = ev.evaluate(Cell("ft", a, name, "val") for a in alphas for name in folders)
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize()
-    return {(r["alpha"], r["task"]): r["accuracy"] for r in rows}
+    return {(r["alpha"], r["task"]): r["accuracy"] for r in rows}, ev
+
+
+def forward_only_seconds(ev: Evaluator, tasks: list[str], n_alphas: int) -> float:
+    """The sweep's forwards and nothing else (no decode, no lerp, no θα): a floor for any evaluator."""
+    start = time.perf_counter()
+    for _ in range(n_alphas):
+        for name in tasks:
+            ev._accuracy(name, "val")
+    if ev.device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
 
 
 def main() -> None:
@@ -122,9 +133,10 @@ def main() -> None:
         n_images = sum(len(list(f.glob("*/*.png"))) for f in folders.values())
         cells = len(alphas) * len(tasks)
         t = time.perf_counter()
-        ours = evaluator_sweep(copy.deepcopy(model).to(args.device), theta1_sd, heads, folders, alphas, size,
-                               args.device)
+        ours, ev = evaluator_sweep(copy.deepcopy(model).to(args.device), theta1_sd, heads, folders, alphas, size,
+                                   args.device)
         t_ours = time.perf_counter() - t
+        t_forward = forward_only_seconds(ev, tasks, len(alphas))
         t = time.perf_counter()
         ref = reference_sweep(copy.deepcopy(model), theta0_sd, theta1_sd, heads, folders, alphas, size,
                               args.batch, args.workers, Path(tmp))
@@ -138,6 +150,8 @@ def main() -> None:
     precision = eval_precision(args.device)
     print(f"max accuracy difference between the paths: {diff:.4f}"
           f"{'  (paint_ray in bf16, reference in fp32)' if precision == 'bf16' else ''}")
+    print(f"forward passes alone: {t_forward:8.2f} s  (with this forward on this device no evaluator "
+          f"can beat the reference by more than {t_ref / t_forward:.1f}x)")
     print(f"ratio: {t_ref / t_ours:.1f}")
 
 

@@ -32,7 +32,8 @@ def main(argv=None) -> int:
     parser.add_argument("--per-task", action="store_true", help="parallel mode: one coefficient per task")
     parser.add_argument("--density", type=float, default=0.2, help="TIES: fraction of each task vector kept")
     parser.add_argument("--coefficients", type=float_list,
-                        help="with --per-task: these coefficients (one per patch task) instead of a search")
+                        help="with --per-task: these coefficients (one per patch task) instead of a search; "
+                             "write --coefficients=-1,0.5 when the first is negative")
     args = parser.parse_args(argv)
     try:
         from paint_ray.multitask import MultitaskConfig, run_multitask

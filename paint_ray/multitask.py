@@ -176,7 +176,7 @@ def run_multitask(mt: MultitaskConfig) -> tuple[StudyResult, pd.DataFrame]:
             weights = {}
             for coefs in combos:
                 merged = merge_task_vectors(taus, mt.combiner, list(coefs), mt.density)
-                key = f"parallel-{mt.combiner}-" + "-".join(f"{c:g}" for c in coefs)
+                key = f"parallel-{mt.combiner}-" + "_".join(f"{c:g}" for c in coefs)   # "_": coefficients may be < 0
                 weights[key] = dict(zip(names, as_theta([theta0[n] for n in names], merged)))
             sweep("parallel", weights, grid=[1.0])
             patched.append(_best_coefficients(store, cfg, spec, loaded, joined, patch, weights, mt, thetas))
@@ -222,7 +222,7 @@ def _best_coefficients(store, cfg, spec, loaded, joined, patch, weights, mt, the
     full = pd.concat([frontier_table(zero, patch, cfg.supported), table]).drop_duplicates("alpha").reset_index(drop=True)
     full["pareto"] = True
     return PatchedModel(spec, loaded.pretrained, joined, key,
-                        {"combiner": mt.combiner, "coefficients": key.split(f"{mt.combiner}-", 1)[1]},
+                        {"combiner": mt.combiner, "coefficients": key.split(f"{mt.combiner}-", 1)[1].replace("_", ",")},
                         full, sel, {"cka": float("nan"), "weight_distance": float("nan")}, mode="parallel",
                         coefficient_table=pd.DataFrame(table_rows))
 
@@ -242,7 +242,7 @@ def multitask_table(result: StudyResult, patch: list[str], by_task: dict) -> pd.
         rows.append({"mode": mode if mode != "parallel" else f"parallel ({pm.config.get('combiner')})",
                      **accs, "average": sum(accs.values()) / len(patch), "supported": f["supported_test"],
                      "alpha": float("nan") if per_task else pm.selection.alpha,
-                     "coefficients": pm.config["coefficients"].replace("-", ",") if per_task else ""})
+                     "coefficients": pm.config["coefficients"] if per_task else ""})
     table = pd.DataFrame(rows)
     table["gap"] = table["average"].iloc[0] - table["average"]
     return table

@@ -211,7 +211,9 @@ def run_study(cfg: StudyConfig) -> StudyResult:
 
     # 2. fine-tuning trials on Tune
     t = time.time()
-    space = {"model": cfg.models, "patch": cfg.patch_tasks, **cfg.search_space}
+    # largest image encoders first: their trials are the longest, so the last wave of trials is short
+    by_size = sorted(cfg.models, key=lambda m: -sum(p.numel() for p in loaded[m].model.visual.parameters()))
+    space = {"model": by_size, "patch": cfg.patch_tasks, **cfg.search_space}
     from ray import tune
     param_space = {k: tune.grid_search(list(v)) for k, v in space.items()}
     param_space["data_root"] = cfg.data_root

@@ -105,10 +105,11 @@ def test_per_task_coefficients_search_and_given_coefficients_log_to_mlflow(ray_l
     assert "coefficients.json" in artifacts
     assert table["mode"].tolist() == ["specialised", "parallel (task_arithmetic)"]
 
-    given, _ = run_multitask(MultitaskConfig(cfg, modes=["parallel"], combiner="task_arithmetic", per_task=True,
-                                             coefficients=[0.5, 1.0]))
+    given, given_table = run_multitask(MultitaskConfig(cfg, modes=["parallel"], combiner="task_arithmetic",
+                                                       per_task=True, coefficients=[0.5, -1.0]))
     only = next(pm for pm in given.patched if pm.mode == "parallel")
-    assert len(only.coefficient_table) == 1 and only.config["coefficients"] == "0.5-1"
+    assert len(only.coefficient_table) == 1 and only.config["coefficients"] == "0.5,-1"   # negation allowed
+    assert given_table["coefficients"].tolist() == ["", "0.5,-1"]
 
 
 @pytest.mark.parametrize("args,needle", [

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 
 import numpy as np
 import open_clip
@@ -51,11 +52,17 @@ def _tokenize_unique(tokenizer, captions: list[str]) -> torch.Tensor:
     return tokenizer(list(unique))[torch.from_numpy(inverse)]
 
 
+@lru_cache(maxsize=1)
+def _corpus(size: int, seed: int, progress: bool):
+    """The generated corpus, kept for the next model a study pretrains from the same seed (toy-s, toy-m)."""
+    return generate_corpus(size, seed=seed, progress=progress)
+
+
 def pretrain(model: open_clip.CLIP, tokenizer, recipe: PretrainRecipe, device: torch.device | str = "cpu",
              progress: bool = True, desc: str = "pretraining") -> dict:
     """Train `model` in place on the generated corpus; returns a summary (final loss, seconds)."""
     torch.manual_seed(recipe.seed)
-    corpus = generate_corpus(recipe.corpus_size, seed=recipe.seed, progress=progress)
+    corpus = _corpus(recipe.corpus_size, recipe.seed, progress)
     images = torch.from_numpy(corpus.images).permute(0, 3, 1, 2).contiguous()
     tokens = _tokenize_unique(tokenizer, corpus.captions)
     model.to(device).train()
