@@ -21,8 +21,8 @@ import torch
 
 from ..errors import PaintRayError, closest, unknown
 from ..paths import home
-from .grow import grow_depth
 from .checkpoints import CONFIG_NAME, WEIGHTS_NAME, load_tensors, read_model_config, save_model_dir
+from .grow import grow_depth
 from .pretrain import PretrainRecipe, pretrain
 
 CONFIG_DIR = Path(__file__).parent / "configs"
