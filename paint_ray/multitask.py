@@ -173,13 +173,15 @@ def run_multitask(mt: MultitaskConfig) -> tuple[StudyResult, pd.DataFrame]:
         else:
             grid = [a for a in cfg.alphas if a > 0]
             combos = [tuple(mt.coefficients)] if mt.coefficients else itertools.product(grid, repeat=len(patch))
-            weights = {}
+            weights, coefficients = {}, {}
             for coefs in combos:
                 merged = merge_task_vectors(taus, mt.combiner, list(coefs), mt.density)
                 key = f"parallel-{mt.combiner}-" + "_".join(f"{c:g}" for c in coefs)   # "_": coefficients may be < 0
+                coefficients[key] = ",".join(f"{c:g}" for c in coefs)
                 weights[key] = dict(zip(names, as_theta([theta0[n] for n in names], merged)))
             sweep("parallel", weights, grid=[1.0])
-            patched.append(_best_coefficients(store, cfg, spec, loaded, joined, patch, weights, mt, thetas))
+            patched.append(_best_coefficients(store, cfg, spec, loaded, joined, patch, weights, coefficients, mt,
+                                              thetas))
 
     result = replace(special, patched=patched, thetas=thetas,
                      trials=pd.concat([special.trials, pd.DataFrame(trials_rows)], ignore_index=True))
@@ -197,7 +199,7 @@ def special_resources():
     return default_resources()
 
 
-def _best_coefficients(store, cfg, spec, loaded, joined, patch, weights, mt, thetas) -> PatchedModel:
+def _best_coefficients(store, cfg, spec, loaded, joined, patch, weights, coefficients, mt, thetas) -> PatchedModel:
     """Per-task coefficients: every combination evaluated at α = 1; the best on validation wins."""
     everything = store.read()
     frame = everything[(everything.study == cfg.name) & (everything["mode"] == "parallel")
@@ -222,7 +224,7 @@ def _best_coefficients(store, cfg, spec, loaded, joined, patch, weights, mt, the
     full = pd.concat([frontier_table(zero, patch, cfg.supported), table]).drop_duplicates("alpha").reset_index(drop=True)
     full["pareto"] = True
     return PatchedModel(spec, loaded.pretrained, joined, key,
-                        {"combiner": mt.combiner, "coefficients": key.split(f"{mt.combiner}-", 1)[1].replace("_", ",")},
+                        {"combiner": mt.combiner, "coefficients": coefficients[key]},
                         full, sel, {"cka": float("nan"), "weight_distance": float("nan")}, mode="parallel",
                         coefficient_table=pd.DataFrame(table_rows))
 

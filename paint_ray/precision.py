@@ -2,7 +2,8 @@
 
 On CUDA and on CPUs with AVX512-BF16 or AMX, bf16 matmuls run 2-3x faster than fp32 (toy-m on a 2-core
 AVX512-BF16 CPU: 5,544 vs 1,859 img/s); on other CPUs bf16 is emulated and slower, so they stay fp32.
-Accuracies move by at most a few hundredths of a point. `PAINT_RAY_EVAL_PRECISION=fp32|bf16` overrides.
+Accuracies move by tenths of a point (at most 0.2 on `paint-ray patch`; 0.8 on the sweep benchmark's
+random-weight model, whose near-tied logits flip more easily). `PAINT_RAY_EVAL_PRECISION=fp32|bf16` overrides.
 Training keeps fp32 on the CPU: autocast's backward gained nothing there (0.202 vs 0.218 s per toy-m step).
 """
 from __future__ import annotations
