@@ -11,8 +11,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from paint_ray.errors import PaintRayError  # noqa: E402
-from paint_ray.experiment_cli import build_parser, config_from_args, float_list  # noqa: E402
+from paint_ray.cli import guarded  # noqa: E402
+from paint_ray.cli.study import backend_for, build_parser, config_from_args, float_list  # noqa: E402
 
 PRESETS = {
     "embedded": dict(models=["toy-m"], patch_tasks=["digits", "counting"], supported=["shapes", "colors"],
@@ -35,27 +35,28 @@ def main(argv=None) -> int:
                         help="with --per-task: these coefficients (one per patch task) instead of a search; "
                              "write --coefficients=-1,0.5 when the first is negative")
     args = parser.parse_args(argv)
-    try:
-        from paint_ray.multitask import MultitaskConfig, run_multitask
-        cfg = config_from_args("multitask", PRESETS, args)
-        mt = MultitaskConfig(cfg, modes=[m.strip() for m in args.mode.split(",") if m.strip()],
-                             combiner=args.combiner, per_task=args.per_task, density=args.density,
-                             coefficients=args.coefficients)
-        mt.validate()
-        result, table = run_multitask(mt)
-        out = Path(cfg.out)
-        table.to_parquet(out / "multitask.parquet")
-        print("\nmulti-task patching: test accuracy at the α (or coefficients) chosen on validation")
-        shown = table.copy()
-        pct = [c for c in shown.columns if c not in ("mode", "alpha", "coefficients")]
-        shown[pct] = (100 * shown[pct]).round(1)
-        print(shown.to_string(index=False))
-        print(f"accuracies in %, gap in points (specialised average - mode average); "
-              f"{result.timings['total_s']:.0f} s; table {out / 'multitask.parquet'}")
-        return 0
-    except PaintRayError as e:
-        print(f"paint-ray: error: {e}", file=sys.stderr)
-        return 2
+    return guarded(_run, args)
+
+
+def _run(args) -> int:
+    from paint_ray.multitask import MultitaskConfig, run_multitask
+    cfg = config_from_args("multitask", PRESETS, args)
+    mt = MultitaskConfig(cfg, modes=[m.strip() for m in args.mode.split(",") if m.strip()],
+                         combiner=args.combiner, per_task=args.per_task, density=args.density,
+                         coefficients=args.coefficients)
+    mt.validate()
+    cfg.validate()
+    result, table = run_multitask(mt, backend_for(cfg, args))
+    out = Path(cfg.out)
+    table.to_parquet(out / "multitask.parquet")
+    print("\nmulti-task patching: test accuracy at the α (or coefficients) chosen on validation")
+    shown = table.copy()
+    pct = [c for c in shown.columns if c not in ("mode", "alpha", "coefficients")]
+    shown[pct] = (100 * shown[pct]).round(1)
+    print(shown.to_string(index=False))
+    print(f"accuracies in %, gap in points (specialised average - mode average); "
+          f"{result.timings['total_s']:.0f} s; table {out / 'multitask.parquet'}")
+    return 0
 
 
 if __name__ == "__main__":

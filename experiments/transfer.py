@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from paint_ray.experiment_cli import main_for  # noqa: E402
+from paint_ray.cli.study import main_for  # noqa: E402
 
 # Not `digits` itself: it contains both halves, so "transfer" to it would partly be the patch task again.
 EMBEDDED_TASKS = ["digits_0to4", "digits_5to9", "typed_digits", "counting", "counting_seen"]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from paint_ray.experiment_cli import main_for  # noqa: E402
+from paint_ray.cli.study import main_for  # noqa: E402
 
 PRESETS = {
     "embedded": dict(models=["toy-m"], patch_tasks=["shapes_attacked"], supported=["colors", "digits"],

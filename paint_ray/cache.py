@@ -1,42 +1,47 @@
-"""Content-addressed caches under PAINT_RAY_HOME: zero-shot heads and fine-tuned image encoders.
+"""Content-addressed zero-shot heads under PAINT_RAY_HOME (fine-tuned θ1s: backends.FinetuneJob.path).
 
-Keys hash everything that determines the content (model identity, task fingerprint, templates, recipe),
-so a second run reuses them and a changed recipe never returns a stale result.
+A head's key is the digest of the model's weights and of the task's prompts, so a changed checkpoint or
+prompt list never returns a stale head; a cached file that cannot be read is set aside and recomputed.
 """
 from __future__ import annotations
 
-import hashlib
-import json
+import os
 from pathlib import Path
 
 import torch
 
+from .errors import PaintRayError
 from .heads import zero_shot_head
+from .identity import digest, task_key
 from .models.checkpoints import load_tensors, save_tensors
-from .models.registry import LoadedModel
 from .paths import home
 from .tasks import Task
 
 
-def digest(obj) -> str:
-    return hashlib.sha1(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
+def head_path(model, task: Task) -> Path:
+    return home() / "heads" / f"{task.name}-{digest([model.digest, task_key(task)])}.safetensors"
 
 
-def head_path(model: LoadedModel, task: Task) -> Path:
-    key = digest([task.classnames, task.templates])
-    return home() / "heads" / model.key / f"{task.name}-{key}.safetensors"
+def read_or_set_aside(path: Path) -> dict[str, torch.Tensor] | None:
+    """A cached tensor file, or None (after moving it aside with a one-line warning) when it is corrupt."""
+    if not path.is_file():
+        return None
+    try:
+        return load_tensors(path)
+    except PaintRayError:
+        aside = path.with_name(path.name + ".corrupt")
+        os.replace(path, aside)
+        print(f"paint-ray: warning: cached {path.parent.name[:-1] if path.parent.name.endswith('s') else 'file'} "
+              f"{path.name} is corrupt; set aside as {aside.name} and recomputed")
+        return None
 
 
-def cached_head(model: LoadedModel, task: Task, device: str = "cpu") -> torch.Tensor:
+def cached_head(model, task: Task, device: str = "cpu") -> torch.Tensor:
     """The task's zero-shot head for this model: computed once, then read from disk."""
     path = head_path(model, task)
-    if path.is_file():
-        return load_tensors(path)["head"]
+    found = read_or_set_aside(path)
+    if found is not None and "head" in found:
+        return found["head"]
     head = zero_shot_head(model.model, model.tokenizer, task, device).cpu()
     save_tensors({"head": head}, path, metadata={"task": task.name, "model": model.spec})
     return head
-
-
-def finetuned_path(model: LoadedModel, tasks: list[Task], recipe: dict, mode: str = "single") -> Path:
-    key = digest([[t.name, t.fingerprint] for t in tasks] + [recipe, mode])
-    return home() / "finetuned" / model.key / "+".join(t.name for t in tasks) / f"{key}.safetensors"

@@ -2,7 +2,7 @@
 
 A cell is (weights, α, eval task, split). Cells are grouped by (weights, α) so each patched model is formed
 once, in place, and then evaluated on every task it is asked for. α = 0 is the same model whatever the
-fine-tuned weights, so it is evaluated once; α = 1 is evaluated once per θ1. Ray's actor (ray_actors.py)
+fine-tuned weights, so it is evaluated once; α = 1 is evaluated once per θ1. The Ray actor (distributed/evaluators.py)
 is a thin wrapper around this class; everything here is plain torch.
 """
 from __future__ import annotations
@@ -48,6 +48,9 @@ class Evaluator:
         self.starts: dict[str, list[torch.Tensor]] = {}   # θ1 keys whose α = 0 is not θ0 (sequential)
         self.heads: dict[str, torch.Tensor] = {}
         self.splits: dict[tuple[str, str], PreparedSplit] = {}
+        # content keys of what is held under each name: a name whose key changes is replaced, with its memo
+        self.head_keys: dict[str, str] = {}
+        self.split_keys: dict[tuple[str, str], str] = {}
         self.memo: dict[Cell, dict] = {}
         self.current: tuple[str, float] | None = (ZERO_SHOT, 0.0)
         self.loads = 0            # weights, heads and splits transferred in: a reused actor adds none
@@ -70,13 +73,29 @@ class Evaluator:
             self.current = None
         self.loads += 1
 
-    def add_head(self, task: str, head: torch.Tensor) -> None:
+    def add_head(self, task: str, head: torch.Tensor, key: str = "") -> None:
+        if task in self.heads and self.head_keys.get(task) != key:
+            self._forget_task(task)
         self.heads[task] = head.to(self.device, torch.float32)
+        self.head_keys[task] = key
         self.loads += 1
 
-    def add_split(self, task: str, split: str, data: PreparedSplit) -> None:
-        self.splits[(task, split)] = data.to(self.device)
+    def add_split(self, task: str, split: str, data: PreparedSplit, key: str = "") -> None:
+        if (task, split) in self.splits and self.split_keys.get((task, split)) != key:
+            self._forget_task(task, split)
+        self.splits[(task, split)] = data if data.images.device == self.device else data.to(self.device)
+        self.split_keys[(task, split)] = key
         self.loads += 1
+
+    def _forget_task(self, task: str, split: str | None = None) -> None:
+        """Drop memoised cells computed with an old head or split of `task`."""
+        self.memo = {c: r for c, r in self.memo.items() if not (c.task == task and (split is None or c.split == split))}
+
+    def holds_head(self, task: str, key: str) -> bool:
+        return task in self.heads and self.head_keys.get(task) == key
+
+    def holds_split(self, task: str, split: str, key: str) -> bool:
+        return (task, split) in self.splits and self.split_keys.get((task, split)) == key
 
     def has(self, weights: Iterable[str] = (), tasks: Iterable[tuple[str, str]] = ()) -> bool:
         return all(w == ZERO_SHOT or w in self.weights for w in weights) and \

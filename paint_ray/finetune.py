@@ -34,6 +34,57 @@ class FinetuneConfig:
     def as_dict(self) -> dict:
         return asdict(self)
 
+    def validate(self, where: str = "") -> None:
+        """A one-line PaintRayError naming the first bad setting (as its CLI flag), its value and what is valid.
+
+        `where` (e.g. a study config's path) prefixes the message. nan and ±inf are rejected: nan compares
+        false to everything, so every bound is checked after math.isfinite.
+        """
+        import math
+        import numbers
+
+        from .errors import PaintRayError
+
+        def fail(message: str) -> PaintRayError:
+            return PaintRayError(f"{where}: {message}" if where else message)
+
+        def show(value) -> str:
+            if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+                text = str(int(value))
+            elif isinstance(value, numbers.Real) and not isinstance(value, bool):
+                text = repr(float(value))
+            else:
+                text = repr(value)
+            return text if len(text) <= 80 else text[:79] + "…"
+
+        # field, flag, integer?, valid(value), what is valid
+        rules = [
+            ("batch_size", "--batch-size", True, lambda v: v >= 1, "an integer of at least 1 (images per step)"),
+            ("steps", "--steps", True, lambda v: v >= 1, "an integer of at least 1"),
+            ("lr", "--lr", False, lambda v: v > 0, "a finite number above 0"),
+            ("warmup_steps", "--warmup-steps", True, lambda v: v >= 0, "an integer of at least 0"),
+            ("weight_decay", "--weight-decay", False, lambda v: v >= 0, "a finite number of at least 0"),
+            ("label_smoothing", "--label-smoothing", False, lambda v: 0 <= v < 1,
+             "a number in [0, 1): 0 turns smoothing off, 1 would erase the labels"),
+            ("grad_clip", "--grad-clip", False, lambda v: v > 0, "a finite number above 0 (the gradient-norm cap)"),
+            ("augment_shift", "--augment-shift", True, lambda v: v >= 0,
+             "an integer of at least 0 (pixels of random shift; 0 turns it off)"),
+            ("seed", "--seed", True, lambda v: 0 <= v < 2 ** 64, "an integer from 0 to 2**64 - 1"),
+        ]
+        for name, flag, integer, valid, what in rules:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral if integer else numbers.Real):
+                kind = "a whole number" if integer else "a number"
+                raise fail(f"{flag} {show(value)} is not {kind}; give {what}")
+            if not integer and not math.isfinite(float(value)):
+                raise fail(f"{flag} {show(value)} is not finite; give {what}")
+            if not valid(value):
+                raise fail(f"{flag} {show(value)} is out of range; give {what}")
+        if self.steps <= self.warmup_steps:
+            raise fail(f"--steps {self.steps} is at or below the warm-up of {self.warmup_steps} steps: the learning "
+                       f"rate would never leave the warm-up; give --steps above {self.warmup_steps} or a smaller "
+                       f"--warmup-steps")
+
 
 def visual_state(visual: torch.nn.Module) -> dict[str, torch.Tensor]:
     """Every floating-point tensor of the image encoder, detached copies on the CPU (θ as data)."""

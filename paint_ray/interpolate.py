@@ -38,3 +38,31 @@ def add_task_vectors_(target: list[torch.Tensor], theta0: list[torch.Tensor],
     for tau, c in zip(vectors, coefficients):
         if c != 0.0:
             torch._foreach_add_(target, tau, alpha=float(c))
+
+
+def lerp_state(start: dict[str, torch.Tensor], end: dict[str, torch.Tensor], alpha: float) -> dict[str, torch.Tensor]:
+    """θα as a new state dict: lerp(start, end, α) over every tensor of `end` (used off the hot path:
+    sequential start points and the patched model saved for MLflow)."""
+    names = list(end)
+    missing = [n for n in names if n not in start]
+    if missing:
+        from .errors import PaintRayError
+        raise PaintRayError(f"weights to interpolate lack tensor {missing[0]!r} of the start point")
+    out = [start[n].detach().clone().to(end[n].dtype) for n in names]
+    interpolate_(out, [start[n].to(end[n].dtype) for n in names], [end[n] for n in names], alpha)
+    return dict(zip(names, out))
+
+
+def load_floating_state(module: torch.nn.Module, state: dict[str, torch.Tensor], what: str = "weights") -> None:
+    """Copy `state` into `module`: every floating-point tensor must be there and nothing else may be
+    (integer buffers such as position ids are not weights and may be absent). Errors name the tensor."""
+    from .errors import PaintRayError
+    own = module.state_dict()
+    floating = {k for k, v in own.items() if v.is_floating_point()}
+    missing = sorted(floating - set(state))
+    unexpected = sorted(set(state) - set(own))
+    if missing or unexpected:
+        detail = f"lack tensor {missing[0]!r}" if missing else f"have unexpected tensor {unexpected[0]!r}"
+        raise PaintRayError(f"{what} do not fit this image encoder: they {detail} "
+                            f"({len(missing)} missing, {len(unexpected)} unexpected)")
+    module.load_state_dict(state, strict=False)

@@ -1,6 +1,7 @@
 """Multi-task patching (RQ3): joint, sequential and parallel modes next to one specialised model per task.
 
-- joint: one Tune trial fine-tunes on the union of the patch tasks (tasks sampled in proportion to their
+Each mode is a producer of fine-tuning jobs and weight sets for the pipeline's one sweep and selection:
+- joint: one job fine-tunes on the union of the patch tasks (tasks sampled in proportion to their
   training sizes, each example scored by its own task's frozen head), then α is swept once.
 - sequential: patch task 1 (its specialised model, α chosen on validation), fine-tune task 2 starting
   from that patched model, sweep α between the two, choose on validation of tasks 1..2 + supported, ...
@@ -11,28 +12,24 @@ Every mode chooses on validation of all its patch tasks plus the supported tasks
 from __future__ import annotations
 
 import itertools
-import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
-import ray
 
-from . import cache
-from .distributed.evaluators import evaluator_names, get_evaluator
-from .distributed.sweep import ModelPayload, stage
-from .distributed.tune_finetune import run_trials
+from .backends import Backend, WeightSet
+from .config import StudyConfig, anchored
 from .errors import PaintRayError, unknown
-from .interpolate import interpolate_
+from .finetune import visual_state
+from .identity import digest
+from .interpolate import lerp_state
 from .merging import COMBINERS, as_theta, merge_task_vectors, task_vectors
 from .models.checkpoints import load_tensors, save_tensors
 from .paths import home
-from .results import ResultStore
-from .selection import frontier_table, select_alpha
-from .study import PatchedModel, StudyConfig, StudyResult, SweepEntry, run_study, sweep_entries
+from .pipeline import PatchedModel, Pipeline, StudyResult, default_backend, exclusive
 
 MODES = ("joint", "sequential", "parallel")
-MAX_COMBINATIONS = 512          # per-task search: every combination is a model held by each evaluator
+MAX_COMBINATIONS = 512          # per-task search: every combination is a weight set held by an evaluator
 
 
 @dataclass
@@ -73,160 +70,83 @@ class MultitaskConfig:
                                     f"or give --coefficients")
 
 
-def _lerp_state(start: dict, end: dict, alpha: float) -> dict:
-    names = list(end)
-    out = [start[n].clone() for n in names]
-    interpolate_(out, [start[n] for n in names], [end[n] for n in names], alpha)
-    return dict(zip(names, out))
+def _saved(state: dict, kind: str, key: str) -> Path:
+    """A derived weight file (sequential start, merged model), content-addressed by the key of its inputs."""
+    path = home() / kind / f"{key}.safetensors"
+    if not path.is_file():
+        save_tensors(state, path)
+    return path
 
 
-def run_multitask(mt: MultitaskConfig) -> tuple[StudyResult, pd.DataFrame]:
-    """The specialised study, then each mode; returns (a StudyResult of every patched model, the table)."""
+def run_multitask(mt: MultitaskConfig, backend: Backend | None = None) -> tuple[StudyResult, pd.DataFrame]:
+    """The specialised models, then each mode; returns (a StudyResult of every patched model, the table)."""
     mt.validate()
     cfg = mt.study
-    t0 = time.time()
-    # 1. one specialised patched model per task (also starts the evaluators, stages θ0, heads and splits)
-    special = run_study(replace(cfg, mlflow=False))
-    spec = cfg.models[0]
-    loaded = special.models[spec]
-    theta0 = {k: v.detach().cpu().clone() for k, v in loaded.model.visual.state_dict().items() if v.is_floating_point()}
-    handles = [get_evaluator(n) for n in evaluator_names()]
-    store = ResultStore(Path(cfg.out) / "results")
-    alphas = sorted(set(cfg.alphas) | {0.0, 1.0})
-    patch, joined = cfg.patch_tasks, "+".join(cfg.patch_tasks)
-    eval_tasks = cfg.all_tasks()
-    by_task = {pm.patch: pm for pm in special.patched}
-    patched: list[PatchedModel] = list(special.patched)
-    thetas, trials_rows = dict(special.thetas), []
+    with exclusive(cfg.out):
+        backend = backend or default_backend(cfg)
+        pipe = Pipeline(cfg, backend)
+        try:
+            pipe.prepare()
+            special = pipe.single_task()
+            patched = list(special) + _modes(pipe, mt, {pm.patch: pm for pm in special})
+            result = pipe.result(patched)
+        finally:
+            backend.close()
+    return result, multitask_table(result, cfg.patch_tasks, {pm.patch: pm for pm in special})
 
-    def base(mode: str) -> dict:
-        return {"study": cfg.name, "model": spec, "pretrained": loaded.pretrained, "patch_tasks": joined, "mode": mode}
 
-    def sweep(mode: str, weights: dict[str, dict], start: dict | None = None, grid: list[float] = alphas) -> None:
-        refs = {k: ray.put({n: v.numpy() for n, v in w.items()}) for k, w in weights.items()}
-        start_refs = {k: ray.put({n: v.numpy() for n, v in start.items()}) for k in weights} if start else {}
-        owners = stage(handles, [ModelPayload(spec, loaded.model_cfg, {}, None, weights=refs, starts=start_refs)])
-        entries = [SweepEntry(spec, k, base(mode), eval_tasks) for k in weights]
-        sweep_entries(handles, owners, store, entries, grid, progress=cfg.progress,
-                      with_start=frozenset((spec, k) for k in start_refs))
-
-    def select(mode: str, key: str, patch_tasks: list[str], trial_cfg: dict, start: dict | None = None):
-        frame = store.read()
-        rows = frame[(frame.study == cfg.name) & (frame["mode"] == mode) & (frame.trial == key)
-                     & frame.alpha.isin(alphas)]
-        table = frontier_table(rows, patch_tasks, cfg.supported)
-        sel = select_alpha(table, cfg.rule, cfg.max_drop)
-        return PatchedModel(spec, loaded.pretrained, "+".join(patch_tasks), key, dict(trial_cfg), table, sel,
-                            {"cka": float("nan"), "weight_distance": float("nan")}, mode=mode, start=start)
-
-    def tune(patch_spec: str, extra: dict, name: str) -> tuple[str, dict]:
-        space = {"model": [spec], "patch": [patch_spec], **cfg.search_space}
-        from ray import tune as rtune
-        param_space = {k: rtune.grid_search(list(v)) for k, v in space.items()}
-        param_space.update(data_root=cfg.data_root, tracking_uri=special.config.tracking_uri, **extra)
-        grid = run_trials(param_space, cfg.tune_storage or Path(cfg.out).resolve() / "tune",
-                          f"{cfg.name}-{name}-{cache.digest([space, extra])}", cfg.resources or special_resources(),
-                          asha=cfg.asha)
-        best = max(grid, key=lambda r: r.metrics.get("patch_val_acc", -1))
-        if best.error or best.checkpoint is None:
-            raise PaintRayError(f"{name} fine-tuning failed: {str(best.error).splitlines()[0] if best.error else 'no checkpoint'}")
-        with best.checkpoint.as_directory() as d:
-            state = load_tensors(Path(d) / "visual.safetensors")
-        recipe = {k: best.config[k] for k in cfg.search_space}
-        key = f"{name}-{cache.digest([spec, patch_spec, recipe, extra.get('start_key')])[:8]}"
-        trials_rows.append({"model": spec, "patch": joined, "trial": key, "recipe": recipe, "path": best.path,
-                            "history": [], "mode": name})
-        return key, state
+def _modes(pipe: Pipeline, mt: MultitaskConfig, by_task: dict[str, PatchedModel]) -> list[PatchedModel]:
+    cfg = pipe.cfg
+    spec, patch = cfg.models[0], cfg.patch_tasks
+    alphas = anchored(cfg.alphas)
+    theta0 = visual_state(pipe.models[spec].model.visual)
+    out = []
 
     if "joint" in mt.modes:
-        key, state = tune(joined, {}, "joint")
-        thetas[key] = state
-        sweep("joint", {key: state})
-        patched.append(select("joint", key, patch, cfg.search_space))
+        sets = [pipe.weight_set(tr) for tr in pipe.finetune(pipe.jobs(spec, patch, mode="joint"))]
+        pipe.sweep(sets, alphas)
+        out.append(pipe.select(sets, patch, alphas))
 
     if "sequential" in mt.modes:
         first = by_task[patch[0]]
-        current = _lerp_state(theta0, special.thetas[first.trial], first.selection.alpha)
+        start_key = digest([first.weights.key, first.selection.alpha])
+        current = lerp_state(theta0, load_tensors(first.weights.theta1), first.selection.alpha)
         for k, task in enumerate(patch[1:], start=2):
-            start_key = cache.digest({n: float(v.double().sum()) for n, v in current.items()})
-            start_path = home() / "sequential" / f"{start_key}.safetensors"
-            if not start_path.is_file():
-                save_tensors(current, start_path)
-            key, state = tune(task, {"start": str(start_path), "start_key": start_key}, f"sequential{k}")
-            thetas[key] = state
-            sweep("sequential", {key: state}, start=current)
-            pm = select("sequential", key, patch[:k], {"first_alpha": first.selection.alpha}, start=current)
-            current = _lerp_state(current, state, pm.selection.alpha)
+            start = _saved(current, "starts", start_key)
+            trials = pipe.finetune(pipe.jobs(spec, [task], mode="sequential", start=start, start_key=start_key))
+            sets = [pipe.weight_set(tr, start, start_key, patch[:k]) for tr in trials]
+            pipe.sweep(sets, alphas)
+            pm = pipe.select(sets, patch[:k], alphas, config={"first_alpha": first.selection.alpha})
+            current = lerp_state(current, load_tensors(pm.weights.theta1), pm.selection.alpha)
+            start_key = digest([pm.weights.key, pm.selection.alpha])
             if k == len(patch):
-                patched.append(pm)
+                out.append(pm)
 
     if "parallel" in mt.modes:
-        thetas_i = [special.thetas[by_task[t].trial] for t in patch]
+        chosen = [by_task[t].weights for t in patch]
         names = list(theta0)
-        taus = task_vectors([theta0[n] for n in names], [[th[n] for n in names] for th in thetas_i])
+        taus = task_vectors([theta0[n] for n in names], [[load_tensors(w.theta1)[n] for n in names] for w in chosen])
+
+        def merged_set(coefs: list[float] | None) -> WeightSet:
+            key = digest([mt.combiner, mt.density, coefs, [w.key for w in chosen]])
+            theta = dict(zip(names, as_theta([theta0[n] for n in names],
+                                             merge_task_vectors(taus, mt.combiner, coefs, mt.density))))
+            return WeightSet(pipe.refs[spec], _saved(theta, "merged", key), key, "+".join(patch), "parallel",
+                             tuple(cfg.eval_tasks("+".join(patch))),
+                             recipe={"combiner": mt.combiner, "density": mt.density,
+                                     "coefficients": ",".join(f"{c:g}" for c in coefs) if coefs else ""})
         if not mt.per_task:
-            merged = merge_task_vectors(taus, mt.combiner, None, mt.density)
-            key = f"parallel-{mt.combiner}"
-            thetas[key] = dict(zip(names, as_theta([theta0[n] for n in names], merged)))
-            sweep("parallel", {key: thetas[key]})
-            patched.append(select("parallel", key, patch, {"combiner": mt.combiner, "density": mt.density}))
+            ws = merged_set(None)
+            pipe.sweep([ws], alphas)
+            out.append(pipe.select([ws], patch, alphas))
         else:
             grid = [a for a in cfg.alphas if a > 0]
-            combos = [tuple(mt.coefficients)] if mt.coefficients else itertools.product(grid, repeat=len(patch))
-            weights, coefficients = {}, {}
-            for coefs in combos:
-                merged = merge_task_vectors(taus, mt.combiner, list(coefs), mt.density)
-                key = f"parallel-{mt.combiner}-" + "_".join(f"{c:g}" for c in coefs)   # "_": coefficients may be < 0
-                coefficients[key] = ",".join(f"{c:g}" for c in coefs)
-                weights[key] = dict(zip(names, as_theta([theta0[n] for n in names], merged)))
-            sweep("parallel", weights, grid=[1.0])
-            patched.append(_best_coefficients(store, cfg, spec, loaded, joined, patch, weights, coefficients, mt,
-                                              thetas))
-
-    result = replace(special, patched=patched, thetas=thetas,
-                     trials=pd.concat([special.trials, pd.DataFrame(trials_rows)], ignore_index=True))
-    result.timings = {**special.timings, "total_s": time.time() - t0}
-    if cfg.mlflow:
-        from .tracking import check_tracking, log_study, tracking_uri
-        uri = tracking_uri(cfg.out, cfg.tracking_uri)
-        check_tracking(uri)
-        result.run_ids = log_study(result, uri, register=cfg.register)
-    return result, multitask_table(result, patch, by_task)
-
-
-def special_resources():
-    from .distributed.tune_finetune import default_resources
-    return default_resources()
-
-
-def _best_coefficients(store, cfg, spec, loaded, joined, patch, weights, coefficients, mt, thetas) -> PatchedModel:
-    """Per-task coefficients: every combination evaluated at α = 1; the best on validation wins."""
-    everything = store.read()
-    frame = everything[(everything.study == cfg.name) & (everything["mode"] == "parallel")
-                       & everything.trial.isin(list(weights))]
-    best = None
-    table_rows = []
-    for key in weights:
-        rows = frame[frame.trial == key]
-        if rows.empty:
-            continue
-        t = frontier_table(rows.assign(alpha=1.0), patch, cfg.supported)
-        sel = select_alpha(t, cfg.rule, cfg.max_drop)
-        score = (sel.patch_val + sel.supported_val) / 2
-        table_rows.append({"trial": key, "score": score, **t.iloc[0].to_dict()})
-        if best is None or score > best[0]:
-            best = (score, key, t, sel)
-    _, key, table, sel = best
-    thetas[key] = weights[key]       # the chosen merge is this patched model's θ1 (saved to MLflow at α = 1)
-    # zero-shot rows: the per-task sweep runs only at α = 1, and θ0's accuracy is the same for every trial
-    zero = everything[(everything.study == cfg.name) & (everything.model == spec) & (everything.alpha == 0.0)]
-    zero = zero.drop_duplicates(["eval_task", "split"])
-    full = pd.concat([frontier_table(zero, patch, cfg.supported), table]).drop_duplicates("alpha").reset_index(drop=True)
-    full["pareto"] = True
-    return PatchedModel(spec, loaded.pretrained, joined, key,
-                        {"combiner": mt.combiner, "coefficients": coefficients[key]},
-                        full, sel, {"cka": float("nan"), "weight_distance": float("nan")}, mode="parallel",
-                        coefficient_table=pd.DataFrame(table_rows))
+            combos = [list(mt.coefficients)] if mt.coefficients else \
+                [list(c) for c in itertools.product(grid, repeat=len(patch))]
+            sets = [merged_set(c) for c in combos]
+            pipe.sweep(sets, [0.0, 1.0])       # the coefficients are the knob: each merge at α = 1
+            out.append(pipe.select(sets, patch, [0.0, 1.0], choose_at=1.0))
+    return out
 
 
 def multitask_table(result: StudyResult, patch: list[str], by_task: dict) -> pd.DataFrame:
@@ -235,13 +155,12 @@ def multitask_table(result: StudyResult, patch: list[str], by_task: dict) -> pd.
     rows = [{"mode": "specialised", **{t: special[t] for t in patch}, "average": sum(special.values()) / len(patch),
              "supported": float("nan"), "alpha": float("nan"), "coefficients": ""}]
     for pm in result.patched:
-        mode = pm.mode
-        if mode == "single":
+        if pm.mode == "single":
             continue
         f = pm.frontier.set_index("alpha").loc[pm.selection.alpha]
         accs = {t: f[f"{t}_test"] for t in patch}
         per_task = pm.coefficient_table is not None
-        rows.append({"mode": mode if mode != "parallel" else f"parallel ({pm.config.get('combiner')})",
+        rows.append({"mode": pm.mode if pm.mode != "parallel" else f"parallel ({pm.config.get('combiner')})",
                      **accs, "average": sum(accs.values()) / len(patch), "supported": f["supported_test"],
                      "alpha": float("nan") if per_task else pm.selection.alpha,
                      "coefficients": pm.config["coefficients"] if per_task else ""})

@@ -50,13 +50,18 @@ class Selection:
         return f"max patch on val with supported drop <= {self.max_drop:g} points"
 
 
-def select_alpha(table: pd.DataFrame, rule: str = "mean", max_drop: float | None = None) -> Selection:
+def select_alpha(table: pd.DataFrame, rule: str = "mean", max_drop: float | None = None,
+                 baseline: pd.DataFrame | None = None) -> Selection:
     """Choose α on validation. 'mean' (the paper's): maximise the mean of the patch accuracy and the mean
     supported accuracy. 'max-drop': the best patch accuracy whose mean supported drop from zero-shot
-    (α = 0) is at most `max_drop` points. Ties go to the smaller α."""
+    (α = 0, read from `baseline` when `table` holds only candidates) is at most `max_drop` points.
+    Ties go to the smaller α."""
     if rule not in RULES:
         from .errors import unknown
         raise unknown("selection rule", rule, RULES)
+    if max_drop is not None and not max_drop >= 0:          # nan would silently pick α = 0
+        from .errors import PaintRayError
+        raise PaintRayError(f"max drop {max_drop!r} must be a number >= 0 (points of supported accuracy)")
     t = table.sort_values("alpha").reset_index(drop=True)
     has_supported = t["supported_val"].notna().all()
     supported = t["supported_val"] if has_supported else pd.Series(np.zeros(len(t)))
@@ -66,7 +71,8 @@ def select_alpha(table: pd.DataFrame, rule: str = "mean", max_drop: float | None
     else:
         if max_drop is None:
             raise ValueError("rule 'max-drop' needs max_drop")
-        base = supported[t["alpha"] == 0.0]
+        ref = baseline if baseline is not None else t
+        base = ref["supported_val"][ref["alpha"] == 0.0] if has_supported else pd.Series([0.0])
         base = float(base.iloc[0]) if len(base) else float(supported.iloc[0])
         # a small epsilon so a drop of exactly D points (after float round-off) is allowed
         eligible = ((base - supported) * 100 <= max_drop + 1e-9).to_numpy()

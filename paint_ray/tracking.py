@@ -11,12 +11,11 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-import torch
 
+from .config import shown
 from .errors import PaintRayError
 
 KEY_TAG = "paint_ray.key"
@@ -67,57 +66,19 @@ def _existing_run(client, exp_id: str, key: str):
     return runs[0] if runs else None
 
 
-@dataclass
-class PatchedBundle:
-    """What `load_patched` returns: an open_clip model at the chosen α, its tokenizer and heads."""
-    model: torch.nn.Module
-    tokenizer: object
-    heads: dict[str, torch.Tensor]
-    classnames: dict[str, list[str]]
-    alpha: float
-    run_id: str
-    folder: Path | None = None
-
-    @torch.inference_mode()
-    def predict(self, task: str, images_uint8: torch.Tensor) -> torch.Tensor:
-        """Class indices for uint8 N x 3 x S x S images on `task`'s zero-shot head."""
-        from .finetune import batch_logits
-        from .models.normalize import to_model_input
-        visual = self.model.visual.eval()
-        out = [batch_logits(visual, self.heads[task], to_model_input(images_uint8[i:i + 512], visual)).argmax(-1)
-               for i in range(0, len(images_uint8), 512)]
-        return torch.cat(out)
-
-
-def save_patched(loaded, theta1: dict[str, torch.Tensor], alpha: float, start: dict[str, torch.Tensor] | None,
-                 heads: dict[str, torch.Tensor],
-                 classnames: dict[str, list[str]], path: Path, extra: dict) -> Path:
-    """θα as an open_clip model folder (the text tower is θ0's) plus heads.safetensors."""
-    import copy
-
-    from .interpolate import interpolate_, tensors_of
-    from .models.checkpoints import save_model_dir, save_tensors
-    model = copy.deepcopy(loaded.model)
-    names = [n for n in theta1]
-    live = tensors_of(model.visual, names)
-    theta0 = [t.detach().clone() for t in live] if start is None else [start[n].to(t.dtype) for n, t in zip(names, live)]
-    interpolate_(live, theta0, [theta1[n].to(live[i].dtype) for i, n in enumerate(names)], alpha)
-    save_model_dir(model, loaded.model_cfg, path, extra={"arch": loaded.arch, "alpha": alpha, **extra})
-    save_tensors(heads, path / "heads.safetensors",
-                 metadata={"classnames": __import__("json").dumps(classnames)})
-    return path
-
-
-def log_study(result, uri: str, register: bool = False) -> dict[str, str]:
-    """Log every patched model of a StudyResult; returns {'model/patch': run_id}."""
-    from . import cache
+def log_study(result, uri: str, register: bool = False, identity: dict | None = None) -> dict[str, str]:
+    """Log every patched model of a StudyResult; returns {'model/patch[/mode]': run_id}. A run is found
+    again by the digest of what it shows (weight set, α grid, rule, task data, eval precision), so a rerun
+    on the same inputs logs nothing and one on changed inputs logs a new run."""
+    from .config import anchored
+    from .identity import digest
     cfg = result.config
     client = _client(uri)
     exp_id = experiment_id(uri, cfg.name, Path(cfg.out) / "mlartifacts")
     run_ids = {}
     for pm in result.patched:
-        key = cache.digest([cfg.name, pm.model, pm.pretrained, pm.patch, pm.mode, pm.trial, sorted(cfg.alphas),
-                            cfg.rule, cfg.max_drop, cfg.supported])
+        key = digest([pm.weights.key, pm.patch, pm.mode, anchored(cfg.alphas), cfg.rule, cfg.max_drop,
+                      cfg.supported, cfg.extra_tasks, identity or {}])
         found = _existing_run(client, exp_id, key)
         if found is not None:
             run_ids[_run_label(pm)] = found.info.run_id
@@ -169,18 +130,36 @@ def _log_patched_run(client, exp_id: str, rid: str, pm, result) -> dict:
         png = frontier_plot(table, sel.alpha, f"{pm.model}: patch {pm.patch} vs {', '.join(cfg.supported)}",
                             Path(tmp) / "frontier.png")
         client.log_artifact(rid, str(png))
-        tasks = list(dict.fromkeys([*pm.patch.split("+"), *cfg.supported, *cfg.extra_tasks]))
-        folder = save_patched(result.models[pm.model], result.thetas[pm.trial], sel.alpha, pm.start,
-                              {t: result.heads[pm.model][t] for t in tasks},
-                              {t: list(result.classnames[t]) for t in tasks}, Path(tmp) / ARTIFACT_MODEL,
+        from . import cache
+        from .models.checkpoints import load_tensors
+        from .patched import save_patched
+        from .tasks import get_task
+        tasks = [get_task(t, cfg.data_root) for t in cfg.eval_tasks(pm.patch)]
+        loaded = result.models[pm.model]
+        ws = pm.weights
+        folder = save_patched(loaded, load_tensors(ws.theta1), sel.alpha,
+                              load_tensors(ws.start) if ws.start else None,
+                              {t.name: cache.cached_head(loaded, t) for t in tasks},
+                              {t.name: list(t.classnames) for t in tasks}, Path(tmp) / ARTIFACT_MODEL,
                               {"run_id": rid, "patch": pm.patch, "model_spec": pm.model})
         client.log_artifacts(rid, str(folder), ARTIFACT_MODEL)
-    trials = result.trials[(result.trials.model == pm.model) & (result.trials.patch == pm.patch)]
-    if pm.mode != "single":
-        trials = trials[trials.trial == pm.trial]
+    # the run's overview shows its description first: the headline figures and the frontier plot
+    client.set_tag(rid, "mlflow.note.content", _description(pm, summary, rid))
+    trials = result.trials[(result.trials.model == pm.model) & (result.trials.patch == pm.patch)
+                           & (result.trials["mode"] == pm.mode)]
     for tr in trials.itertuples():
-        _log_trial(client, exp_id, rid, tr, chosen=tr.trial == pm.trial)
+        _log_trial(client, exp_id, rid, tr, chosen=tr.key == pm.weights.theta1_key)
     return summary
+
+
+def _description(pm, summary: dict, rid: str) -> str:
+    """Markdown for the run page: what was patched, the chosen point, and the frontier plot itself."""
+    return (f"**PAINT**: {pm.model} patched on {pm.patch} ({pm.mode}) at α = {pm.selection.alpha:g} "
+            f"({pm.selection.describe()}).\n\n"
+            f"Patch task {summary['patch_zero_shot']:.1%} → {summary['patch_patched']:.1%} "
+            f"(gain {100 * summary['gain']:+.1f} points); supported {summary['supported_zero_shot']:.1%} → "
+            f"{summary['supported_patched']:.1%} (drop {100 * summary['drop']:.1f} points), test accuracy.\n\n"
+            f"![accuracy frontier](get-artifact?path=frontier.png&run_uuid={rid})")
 
 
 def _run_label(pm) -> str:
@@ -188,15 +167,21 @@ def _run_label(pm) -> str:
 
 
 def log_summary_run(uri: str, study: str, files: list) -> str:
-    """One run named '<study> summary' holding the study-level artifacts (replaced on rerun)."""
+    """One run named '<study> summary' holding the study-level artifacts. On a rerun the old one is deleted
+    only once its successor is complete, so an interruption never leaves the study without one."""
     client = _client(uri)
     exp_id = experiment_id(uri, study, None)
-    for old in client.search_runs([exp_id], filter_string=f"tags.`paint_ray.summary` = '{study}'"):
-        client.delete_run(old.info.run_id)
+    old = client.search_runs([exp_id], filter_string=f"tags.`paint_ray.summary` = '{study}'")
     run = client.create_run(exp_id, run_name=f"{study} summary", tags={"paint_ray.summary": study})
-    for f in files:
-        client.log_artifact(run.info.run_id, str(f))
+    try:
+        for f in files:
+            client.log_artifact(run.info.run_id, str(f))
+    except BaseException:
+        client.set_terminated(run.info.run_id, "FAILED")
+        raise
     client.set_terminated(run.info.run_id)
+    for r in old:
+        client.delete_run(r.info.run_id)
     return run.info.run_id
 
 
@@ -227,34 +212,59 @@ def _register(client, run_id: str, pm, summary: dict) -> None:
     client.create_model_version(name, source, run_id=run_id, description=description)
 
 
-def load_patched(run_id: str, tracking_uri_: str | None = None, dst: str | Path | None = None) -> PatchedBundle:
-    """The patched open_clip model and zero-shot heads logged by run `run_id`, ready for inference."""
-    import json
+def check_readable_store(uri: str) -> None:
+    """For read-only commands: the tracking store must exist; nothing is created to find that out."""
+    import sqlite3
+    from urllib.parse import urlparse
+    scheme = urlparse(uri).scheme
+    if scheme in ("http", "https"):
+        check_tracking(uri)
+        return
+    if scheme != "sqlite":
+        raise PaintRayError(f"tracking URI {shown(uri)} has an unknown scheme {scheme!r}; valid: "
+                            f"sqlite:////abs/path/mlflow.db or http://HOST:PORT")
+    path = Path(uri.removeprefix("sqlite:///"))
+    if not path.is_file():
+        raise PaintRayError(f"no MLflow database at {shown(str(path))}; give the mlflow.db a study wrote "
+                            f"(e.g. sqlite:///$PWD/scaling_out/mlflow.db)")
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+            db.execute("select 1 from runs limit 1")
+    except sqlite3.Error as e:
+        raise PaintRayError(f"{shown(str(path))} is not an MLflow database ({e}); give the mlflow.db a study "
+                            f"wrote") from e
+
+
+def load_patched(run_id: str, tracking_uri_: str | None = None, dst: str | Path | None = None):
+    """The patched open_clip model and zero-shot heads logged by run `run_id`, ready for inference.
+
+    With `dst` the folder is kept there; otherwise it is downloaded to a temporary folder, read, and removed."""
+    import shutil
 
     from mlflow.exceptions import MlflowException
 
-    from .models.checkpoints import load_tensors
-    from .models.registry import load_model
+    from .patched import read_patched
     uri = tracking_uri_ or os.environ.get("MLFLOW_TRACKING_URI")
     if not uri:
         raise PaintRayError("no tracking URI: pass --tracking-uri (e.g. sqlite:////abs/path/mlflow.db or "
                             "http://127.0.0.1:5000) or set MLFLOW_TRACKING_URI")
-    check_tracking(uri)
+    check_readable_store(uri)
     client = _client(uri)
     try:
         client.get_run(run_id)
     except MlflowException as e:
-        raise PaintRayError(f"unknown MLflow run id {run_id!r} at {uri}; list runs in the MLflow UI "
+        raise PaintRayError(f"unknown MLflow run id {shown(run_id)} at {uri}; list runs in the MLflow UI "
                             f"or with `mlflow runs list --experiment-id ID`") from e
-    dst = Path(dst or tempfile.mkdtemp(prefix="paint_ray_patched_"))
+    target = Path(dst) if dst else Path(tempfile.mkdtemp(prefix="paint_ray_patched_"))
     try:
-        folder = Path(client.download_artifacts(run_id, ARTIFACT_MODEL, str(dst)))
-    except (MlflowException, OSError) as e:
-        raise PaintRayError(f"run {run_id!r} has no {ARTIFACT_MODEL} artifact (not a paint_ray patched model)") from e
-    loaded = load_model(f"local-dir:{folder}", progress=False)
-    from safetensors import safe_open
-    with safe_open(str(folder / "heads.safetensors"), "pt") as f:
-        classnames = json.loads(f.metadata()["classnames"])
-    heads = load_tensors(folder / "heads.safetensors")
-    alpha = json.loads((folder / "open_clip_config.json").read_text())["paint_ray"]["alpha"]
-    return PatchedBundle(loaded.model, loaded.tokenizer, heads, classnames, float(alpha), run_id, folder)
+        try:
+            folder = Path(client.download_artifacts(run_id, ARTIFACT_MODEL, str(target)))
+        except (MlflowException, OSError) as e:
+            raise PaintRayError(f"run {run_id!r} has no {ARTIFACT_MODEL} artifact (not a paint_ray patched model)") from e
+        bundle = read_patched(folder, run_id)
+    finally:
+        if not dst:
+            shutil.rmtree(target, ignore_errors=True)
+    if not dst:
+        bundle.folder = None
+    return bundle

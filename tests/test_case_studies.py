@@ -8,14 +8,14 @@ import pandas as pd
 from conftest import TINY
 
 ROOT = Path(__file__).resolve().parents[1]
-QUICK = ["--models", TINY, "--steps", "3", "--alphas", "0,1", "--no-mlflow", "--quiet"]
+QUICK = ["--models", TINY, "--steps", "3", "--warmup-steps", "1", "--alphas", "0,1", "--no-mlflow", "--quiet"]
 
 
 def _run(study: str, out: Path, capsys, *extra: str) -> str:
     spec = importlib.util.spec_from_file_location(study, ROOT / "experiments" / f"{study}.py")
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
-    from paint_ray.experiment_cli import main_for
+    from paint_ray.cli.study import main_for
     assert main_for(study, script.PRESETS, script.__doc__, [*QUICK, *extra, "--out", str(out)], script.report) == 0
     return capsys.readouterr().out
 

@@ -7,7 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import huggingface_hub.constants as hf_constants
 import open_clip
 import pytest
 import torch
@@ -29,20 +28,6 @@ def vit_b32(tmp_path_factory) -> tuple[dict[str, torch.Tensor], Path]:
     path = tmp_path_factory.mktemp("ckpt") / "w.safetensors"
     save_tensors(model.state_dict(), path)
     return model.state_dict(), path
-
-
-@pytest.fixture
-def offline_hub(tmp_path, monkeypatch) -> Path:
-    """An empty Hugging Face cache, offline: nothing can be fetched, only what the cache holds is found."""
-    hub = tmp_path / "hf" / "hub"
-    hub.mkdir(parents=True)
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    monkeypatch.setenv("HF_HUB_CACHE", str(hub))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    # huggingface_hub reads these once at import; the environment alone would not reach it any more
-    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(hub))
-    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)
-    return hub
 
 
 def assert_identical(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:

@@ -58,7 +58,7 @@ def test_weights_with_a_start_interpolate_from_it(tiny):
 def test_three_modes_end_to_end_sequential_starts_from_patched_step1(ray_local, tmp_path):
     from paint_ray.models.checkpoints import load_tensors
     from paint_ray.multitask import MultitaskConfig, run_multitask
-    from paint_ray.study import StudyConfig
+    from paint_ray.config import StudyConfig
     cfg = StudyConfig(name="mt", models=[TINY], patch_tasks=["colors", "counting"], supported=["shapes"],
                       alphas=[0.0, 0.5, 1.0], out=str(tmp_path), progress=False, mlflow=False,
                       search_space={"lr": [3e-3], "steps": [12], "batch_size": [32], "warmup_steps": [2]})
@@ -71,21 +71,22 @@ def test_three_modes_end_to_end_sequential_starts_from_patched_step1(ray_local, 
     # sequential: step 2 was fine-tuned from θ0 → θ1(colors) at the α chosen for colors
     first = next(pm for pm in result.patched if pm.mode == "single" and pm.patch == "colors")
     theta0 = {k: v for k, v in result.models[TINY].model.visual.state_dict().items() if v.is_floating_point()}
-    theta1 = result.thetas[first.trial]
+    theta1 = load_tensors(first.weights.theta1)
     a = first.selection.alpha
     expected = {k: (1 - a) * theta0[k] + a * theta1[k] for k in theta1}
     seq = modes["sequential"]
-    assert seq.start is not None
-    assert all(torch.allclose(seq.start[k], expected[k], atol=1e-6) for k in expected)
-    trial = result.trials[result.trials.trial == seq.trial].iloc[0]
-    start_file = Path(json.loads(Path(trial.path, "params.json").read_text())["start"])
+    assert seq.weights.start is not None
+    start = load_tensors(seq.weights.start)
+    assert all(torch.allclose(start[k], expected[k], atol=1e-6) for k in expected)
+    trial = result.trials[result.trials.key == seq.weights.theta1_key].iloc[0]
+    start_file = Path(json.loads(Path(trial.path, "params.json").read_text())["job"]["start"])
     saved = load_tensors(start_file)
     assert all(torch.allclose(saved[k], expected[k], atol=1e-6) for k in expected)
 
 
 def test_per_task_coefficients_search_and_given_coefficients_log_to_mlflow(ray_local, tmp_path):
     from paint_ray.multitask import MultitaskConfig, run_multitask
-    from paint_ray.study import StudyConfig
+    from paint_ray.config import StudyConfig
     cfg = StudyConfig(name="mt-per-task", models=[TINY], patch_tasks=["colors", "counting"], supported=["shapes"],
                       alphas=[0.0, 0.5, 1.0], out=str(tmp_path), progress=False, mlflow=True,
                       search_space={"lr": [3e-3], "steps": [12], "batch_size": [32], "warmup_steps": [2]})

@@ -180,6 +180,9 @@ def test_same_files_same_task_and_changed_files_new_fingerprint(tmp_path):
     assert labels(a.split("train")) == labels(b.split("train"))
     raw = tmp_path / "MNIST" / "raw" / "t10k-labels-idx1-ubyte"
     os.utime(raw, ns=(raw.stat().st_atime_ns, raw.stat().st_mtime_ns + 10**9))
+    assert get_task("mnist", str(tmp_path)).fingerprint == a.fingerprint     # same bytes, same data
+    data = raw.read_bytes()
+    raw.write_bytes(data[:8] + bytes((y + 1) % 10 for y in data[8:]))         # other labels, same name and size
     assert get_task("mnist", str(tmp_path)).fingerprint != a.fingerprint
     pf.write_eurosat(tmp_path, per_class=3)
     before = get_task("eurosat", str(tmp_path)).fingerprint

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _config(out, **kw):
-    from paint_ray.study import StudyConfig
+    from paint_ray.config import StudyConfig
     base = dict(name="t", models=[TINY], patch_tasks=["colors"], supported=["shapes"], alphas=[0.0, 0.5, 1.0],
                 out=str(out), search_space={"lr": [3e-3], "steps": [12], "batch_size": [32], "warmup_steps": [2]},
                 progress=False)
@@ -35,7 +35,7 @@ def _raw_rows(out: Path) -> pd.DataFrame:
 def test_study_runs_then_rerun_resumes_and_live_reuse_loads_nothing(ray_local, tmp_path):
     from paint_ray import live
     from paint_ray.results import KEY
-    from paint_ray.study import run_study
+    from paint_ray.pipeline import run_study
     import tempfile
     out = tmp_path / "study"
     staging = set(Path(tempfile.gettempdir()).glob("paint_ray_ckpt_*"))
@@ -57,18 +57,22 @@ def test_study_runs_then_rerun_resumes_and_live_reuse_loads_nothing(ray_local, t
     assert sorted((out / "results").glob("part-*.parquet")) == parts   # nothing re-evaluated
     assert again.table()["alpha"].iloc[0] == table["alpha"].iloc[0]
 
+    from paint_ray.pipeline import study_id
+    assert live.connect(study_id(_config(out))) == study_id(_config(out))
     before = live.evaluators()
     loads = {n: inv["loads"] for n, inv in before.items()}
-    assert loads and all(inv["models"].get(TINY) for inv in before.values())
+    def held(inv) -> dict:     # models are held by weight digest; the spec is their label
+        return next(m for m in inv["models"].values() if m["label"] == TINY)
+    assert loads and all(held(inv) for inv in before.values())
     # the session's evaluators may also hold other tests' weights: name this study's θ1s and tasks
-    mine = list(result.trials["trial"])
+    mine = list(result.trials["weights"])
     new = live.sweep(TINY, alphas=[0.25, 0.75], weights=mine, tasks=["colors", "shapes"], progress=False)
     assert len(new) == 2 * 2 * 2 * 2                  # θ1s x alphas x tasks x splits
     assert {n: inv["loads"] for n, inv in live.evaluators().items()} == loads   # loaded nothing
     def lacking(inv) -> int:   # typed_digits' head and splits this evaluator does not hold yet
-        held = inv["models"][TINY]
-        return ("typed_digits" not in held["heads"]) + sum(f"typed_digits/{s}" not in held["splits"]
-                                                            for s in ("val", "test"))
+        h = held(inv)
+        return ("typed_digits" not in h["heads"]) + sum(f"typed_digits/{s}" not in h["splits"]
+                                                         for s in ("val", "test"))
     # another test of this session may have sent typed_digits already: expect exactly what is missing
     expected = sum(loads.values()) + sum(lacking(inv) for inv in before.values())
     more = live.sweep(TINY, alphas=[0.5], tasks=["typed_digits"], weights=mine, progress=False)
@@ -84,7 +88,7 @@ def test_killed_driver_rerun_loses_and_duplicates_nothing(ray_local, tmp_path):
     out = tmp_path / "killed"
     env = {**os.environ, "RAY_ADDRESS": ray_local}
     cmd = [sys.executable, str(ROOT / "experiments" / "scaling.py"), "--models", TINY, "--patch", "colors",
-           "--supported", "shapes,counting", "--steps", "12", "--lr", "3e-3", "--alphas", "0:1:0.02",
+           "--supported", "shapes,counting", "--steps", "12", "--warmup-steps", "2", "--lr", "3e-3", "--alphas", "0:1:0.02",
            "--out", str(out), "--quiet"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)

@@ -23,8 +23,9 @@ def gpu_cluster(tiny):
 
 def test_trials_and_evaluators_spread_over_gpu_nodes(gpu_cluster, tmp_path):
     from paint_ray import live
-    from paint_ray.distributed.tune_finetune import TrialResources
-    from paint_ray.study import StudyConfig, run_study
+    from paint_ray.config import TrialResources
+    from paint_ray.config import StudyConfig
+    from paint_ray.pipeline import run_study
     cluster, nodes = gpu_cluster
     gpu_node_ids = {n.node_id for n in nodes}
     cfg = StudyConfig(name="multi", models=[TINY], patch_tasks=["colors", "counting"], supported=["shapes"],
@@ -35,7 +36,8 @@ def test_trials_and_evaluators_spread_over_gpu_nodes(gpu_cluster, tmp_path):
     trial_nodes = set(result.trials["node_id"])
     assert len(result.trials) == 2 and trial_nodes <= gpu_node_ids
     assert len(trial_nodes) == 2, "the two 1-GPU trials should have run on the two GPU nodes"
-    evaluators = live.evaluators()
+    from paint_ray.pipeline import study_id
+    evaluators = live.evaluators(study_id(cfg))
     assert len(evaluators) == 2                       # one per GPU
     assert {inv["node_id"] for inv in evaluators.values()} == gpu_node_ids
     assert sorted(result.table()["patch"]) == ["colors", "counting"]

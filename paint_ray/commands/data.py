@@ -46,6 +46,7 @@ def download(name: str, data_root: str | None) -> None:
 def summary(name: str, data_root: str | None) -> dict:
     """What `data check` reports: classes, templates, split sizes, item 0's label, held-out indices."""
     from ..tasks import SPLITS, get_task
+    from ..tasks.paper.common import brief
     task = get_task(name, data_root)
     out: dict = {"task": task.name, "data_root": str(Path(data_root).expanduser().resolve()) if data_root else None,
                  "fingerprint": task.fingerprint, "num_classes": len(task.classnames),
@@ -56,9 +57,13 @@ def summary(name: str, data_root: str | None) -> dict:
         if len(data):
             try:
                 label = int(data[0][1])
-            except (OSError, ValueError) as e:
-                raise PaintRayError(f"{name}/{split}: cannot read item 0 ({type(e).__name__}: "
-                                    f"{str(e).splitlines()[0] if str(e) else ''})") from e
+            except PaintRayError:
+                raise
+            except Exception as e:  # noqa: BLE001 - an unreadable item is a data problem: one line, not a traceback
+                raise PaintRayError(f"{name}/{split}: cannot read item 0 ({brief(e)})") from e
+            if not 0 <= label < len(task.classnames):
+                raise PaintRayError(f"{name}/{split}: item 0 has label {label}; expected 0..{len(task.classnames) - 1} "
+                                    f"({len(task.classnames)} classes)")
         out["splits"][split] = {"size": len(data), "item0_label": label,
                                 "item0_class": task.classnames[label] if label is not None else None}
     out["val_indices"] = getattr(task.loader, "val_indices", None)

@@ -7,7 +7,8 @@ from ..errors import PaintRayError
 
 NAMESPACE = "paint_ray"
 # Environment that workers need to find the same caches and tracking server as the driver.
-FORWARDED_ENV = ("PAINT_RAY_HOME", "MLFLOW_TRACKING_URI", "HF_HUB_OFFLINE", "HF_HOME", "PAINT_RAY_EVAL_PRECISION")
+FORWARDED_ENV = ("PAINT_RAY_HOME", "MLFLOW_TRACKING_URI", "HF_HUB_OFFLINE", "HF_HOME", "HF_HUB_CACHE",
+                 "PAINT_RAY_EVAL_PRECISION")
 
 
 def _reachable(address: str, timeout: float = 3.0) -> str | None:
@@ -36,13 +37,15 @@ def connect(address: str | None = None, num_cpus: int | None = None, num_gpus: i
     address = address or os.environ.get("RAY_ADDRESS")
     kwargs = dict(namespace=NAMESPACE, runtime_env={"env_vars": env}, log_to_driver=True,
                   configure_logging=True, logging_level="WARNING")
-    if address and address != "auto":
+    if address and address not in ("auto", "local"):
         why = _reachable(address)
         if why:
             raise PaintRayError(f"cannot reach a Ray cluster at {address!r} ({why}); start one with "
                                 f"`ray start --head`, fix RAY_ADDRESS/--address, or unset it to run locally")
     try:
-        if address:
+        if address == "local":       # a new cluster of this process's own, whatever else runs here (tests)
+            ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False, **kwargs)
+        elif address:
             ray.init(address=address, **kwargs)
         else:
             try:  # a node started with `ray start` on this machine

@@ -1,7 +1,8 @@
 """Named, detached evaluator actors: thin Ray wrappers around EvaluatorHost, one per GPU or CPU slot.
 
-They outlive the driver that made them (in the `paint_ray` namespace), so a later Python session can
-find them and run more sweeps on weights and data they already hold.
+Each study's evaluators live under names derived from the study (`paint_ray:<study>:evaluator-<i>`), so
+two studies on one cluster neither share nor kill each other's. They outlive the driver that made them
+(in the `paint_ray` namespace), so a later Python session can find them by study and sweep again.
 """
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import ray
 from ..evaluator_host import EvaluatorHost
 from .cluster import NAMESPACE
 
-PREFIX = "paint_ray-evaluator-"
+PREFIX = "paint_ray:"
 
 
 @ray.remote
@@ -21,31 +22,45 @@ class EvaluatorActor(EvaluatorHost):
         return {**super().inventory(), "node_id": ray.get_runtime_context().get_node_id()}
 
 
-def evaluator_names() -> list[str]:
-    """Names of the live evaluator actors in the paint_ray namespace."""
+def _name(study: str, i: int) -> str:
+    return f"{PREFIX}{study}:evaluator-{i}"
+
+
+def _named() -> list[str]:
     # core API: works without the dashboard (the state API needs it)
-    named = ray.util.list_named_actors(all_namespaces=True)
-    return sorted(a["name"] for a in named if a["namespace"] == NAMESPACE and a["name"].startswith(PREFIX))
+    return [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+            if a["namespace"] == NAMESPACE and a["name"].startswith(PREFIX)]
+
+
+def studies() -> list[str]:
+    """Studies with live evaluators on this cluster."""
+    return sorted({n[len(PREFIX):].rsplit(":evaluator-", 1)[0] for n in _named()})
+
+
+def evaluator_names(study: str) -> list[str]:
+    """Names of the study's live evaluators, in index order."""
+    mine = [n for n in _named() if n.startswith(f"{PREFIX}{study}:evaluator-")]
+    return sorted(mine, key=lambda n: int(n.rsplit("-", 1)[1]))
 
 
 def get_evaluator(name: str) -> ray.actor.ActorHandle:
     return ray.get_actor(name, namespace=NAMESPACE)
 
 
-def ensure_evaluators(n: int, cpus: float = 1.0, gpus: float = 0.0, threads: int | None = None) -> list:
-    """Evaluators 0..n-1: existing ones are reused as they are, missing ones are created."""
+def ensure_evaluators(study: str, n: int, cpus: float = 1.0, gpus: float = 0.0, threads: int | None = None) -> list:
+    """The study's evaluators 0..n-1: live ones are reused as they are, missing ones are created."""
     handles = []
     for i in range(n):
-        opts = dict(name=f"{PREFIX}{i}", namespace=NAMESPACE, lifetime="detached", get_if_exists=True,
+        opts = dict(name=_name(study, i), namespace=NAMESPACE, lifetime="detached", get_if_exists=True,
                     num_cpus=cpus, num_gpus=gpus, scheduling_strategy="SPREAD", max_restarts=1)
         handles.append(EvaluatorActor.options(**opts).remote(threads=threads or max(1, int(cpus))))
     ray.get([h.inventory.remote() for h in handles])   # wait until placed
     return handles
 
 
-def shutdown_evaluators() -> int:
-    """Kill every live evaluator; returns how many there were."""
-    names = evaluator_names()
+def shutdown_evaluators(study: str | None = None) -> int:
+    """Kill the study's evaluators (every study's when None); returns how many there were."""
+    names = evaluator_names(study) if study is not None else _named()
     for name in names:
         ray.kill(get_evaluator(name), no_restart=True)
     return len(names)

@@ -1,37 +1,29 @@
-"""Fine-tuning as Ray Tune trials: one trial per (model, patch task, hyperparameters).
+"""Fine-tuning as Ray Tune trials: one trial per fine-tuning job (model, patch task(s), recipe, start).
 
 Each trial reports patch validation accuracy every `eval_every` steps with a checkpoint (θ as safetensors,
 optimizer/schedule/RNG state as a weights-only torch file), so a retried trial resumes from it. A finished
-θ1 also lands in the content-addressed cache, so the same (model, task, recipe) in a later study is
-not fine-tuned again.
+θ1 also lands in the content-addressed cache (backends.theta1_path(job key)), so the same job in a later
+study is not fine-tuned again.
 """
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
-from dataclasses import dataclass, fields
 from pathlib import Path
 
 import torch
 
+from ..config import TrialResources
 from ..errors import PaintRayError
-from ..finetune import FinetuneConfig
 
-HYPERPARAMETERS = {f.name for f in fields(FinetuneConfig)}
 METRIC = "patch_val_acc"
 
 
-@dataclass(frozen=True)
-class TrialResources:
-    cpus: float = 1.0
-    gpus: float = 0.0
-
-    def as_dict(self) -> dict:
-        return {"cpu": self.cpus, "gpu": self.gpus}
-
-
-def _recipe(config: dict) -> FinetuneConfig:
-    return FinetuneConfig(**{k: config[k] for k in HYPERPARAMETERS if k in config})
+def _quiet_checkpoints() -> None:
+    """Tune logs 'Checkpoint successfully created at …' per report, which buries the progress bars."""
+    for name in ("ray.train", "ray.tune"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def _checkpoint(visual_state: dict, trainer_state: dict | None, metrics: dict):
@@ -48,63 +40,70 @@ def _checkpoint(visual_state: dict, trainer_state: dict | None, metrics: dict):
 
 
 def finetune_trial(config: dict) -> None:
-    """The Tune trainable. config: model, patch ("a" or joint "a+b"), data_root, eval_every, optional start
-    (a safetensors file of image-encoder weights to fine-tune from, for sequential patching), + FinetuneConfig
-    fields. A joint trial samples its tasks in proportion to their training sizes; each example is scored by
-    its own task's frozen head."""
+    """The Tune trainable. config["job"] is `FinetuneJob.as_config()`; a joint job samples its tasks in
+    proportion to their training sizes, each example scored by its own task's frozen head."""
     import ray
     from ray import tune
 
     from .. import cache
+    from ..backends import theta1_path
     from ..data import image_size_of, prepare_task
-    from ..finetune import Finetuner, accuracy, visual_state
+    from ..finetune import Finetuner, FinetuneConfig, accuracy, visual_state
+    from ..interpolate import load_floating_state
     from ..models.checkpoints import load_tensors, save_tensors
     from ..models.registry import load_model
     from ..tasks import get_task
 
+    _quiet_checkpoints()
+    job = config["job"]
     node = ray.get_runtime_context().get_node_id()
     if config.get("tracking_uri"):
         os.environ["MLFLOW_TRACKING_URI"] = config["tracking_uri"]
     cpus = max(1, int(tune.get_context().get_trial_resources().required_resources.get("CPU", 1)))
     torch.set_num_threads(cpus)
     device = "cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
-    recipe = _recipe(config)
-    loaded = load_model(config["model"], progress=False)
-    tasks = [get_task(n, config.get("data_root")) for n in config["patch"].split("+")]
+    recipe = FinetuneConfig(**job["recipe"])
+    loaded = load_model(job["model"], progress=False)
+    if loaded.digest != job["model_digest"]:
+        raise PaintRayError(f"model {job['model']!r} on node {node[:8]} has weights {loaded.digest}, not the "
+                            f"{job['model_digest']} the study loaded; give every node the same checkpoint")
+    tasks = [get_task(n, job["data_root"]) for n in job["tasks"]]
     heads = {t.name: cache.cached_head(loaded, t) for t in tasks}
     size = image_size_of(loaded.model.visual)
     vals = {t.name: prepare_task(t, "val", size) for t in tasks}
-    start = config.get("start")
-    if start:
-        loaded.model.visual.load_state_dict(load_tensors(start), strict=False)
-    mode = "joint" if len(tasks) > 1 else "single"
-    final = cache.finetuned_path(loaded, tasks, recipe.as_dict(), mode + (f"|start:{config.get('start_key')}" if start else ""))
+    visual = loaded.model.visual
+    if job["start"]:
+        load_floating_state(visual, load_tensors(job["start"]), f"start weights {job['start']}")
+    final = theta1_path(job["key"])
 
-    def val_accuracy(visual) -> float:   # mean over the trial's tasks
-        return sum(accuracy(visual, heads[n], v, device) for n, v in vals.items()) / len(vals)
-    if final.is_file():   # this exact recipe was fine-tuned before (another study or a lost trial)
-        visual = loaded.model.visual
-        visual.load_state_dict(load_tensors(final), strict=False)
-        acc = val_accuracy(visual)
-        _checkpoint(visual_state(visual), None, {METRIC: acc, "step": recipe.steps, "cached": True,
-                                                 "theta1_path": str(final), "node_id": node})
+    def val_accuracy(v) -> float:   # mean over the trial's tasks
+        return sum(accuracy(v, heads[n], s, device) for n, s in vals.items()) / len(vals)
+    cached = cache.read_or_set_aside(final)
+    if cached is not None:   # this exact job was fine-tuned before (another study or a lost trial)
+        load_floating_state(visual, cached, f"cached θ1 {final}")
+        _checkpoint(visual_state(visual), None, {METRIC: val_accuracy(visual), "step": recipe.steps,
+                                                 "cached": True, "node_id": node})
         return
     trains = {t.name: prepare_task(t, "train", size) for t in tasks}
-    tuner = Finetuner(loaded.model.visual, heads if len(tasks) > 1 else heads[tasks[0].name],
-                      trains if len(tasks) > 1 else trains[tasks[0].name], recipe, device)
+    single = len(tasks) == 1
+    tuner = Finetuner(visual, heads[tasks[0].name] if single else heads,
+                      trains[tasks[0].name] if single else trains, recipe, device)
+    resumed_from = 0
     ckpt = tune.get_checkpoint()
     if ckpt:
         with ckpt.as_directory() as d:
-            state = torch.load(Path(d) / "trainer.pt", map_location=device, weights_only=True)
-            state["visual"] = load_tensors(Path(d) / "visual.safetensors", device)
-            tuner.load_state_dict(state)
+            if (Path(d) / "trainer.pt").is_file():
+                state = torch.load(Path(d) / "trainer.pt", map_location=device, weights_only=True)
+                state["visual"] = load_tensors(Path(d) / "visual.safetensors", device)
+                tuner.load_state_dict(state)
+                resumed_from = tuner.step
 
     def report(t: Finetuner) -> None:
         done = t.step >= recipe.steps
-        metrics = {METRIC: val_accuracy(t.visual), "loss": t.last_loss, "step": t.step,
-                   "cached": False, "theta1_path": str(final) if done else "", "node_id": node}
+        metrics = {METRIC: val_accuracy(t.visual), "loss": t.last_loss, "step": t.step, "cached": False,
+                   "resumed_from": resumed_from, "node_id": node}
         if done:
-            save_tensors(visual_state(t.visual), final)
+            save_tensors(visual_state(t.visual), final, metadata={"job": job["key"]})
         state = t.state_dict()
         _checkpoint(state.pop("visual"), None if done else state, metrics)
 
@@ -129,24 +128,51 @@ def default_resources() -> TrialResources:
     return TrialResources(cpus=1.0, gpus=1.0 if ray.cluster_resources().get("GPU", 0) else 0.0)
 
 
-def run_trials(param_space: dict, storage: str | Path, name: str, resources: TrialResources,
-               asha: bool = False, max_failures: int = 2, num_samples: int = 1, verbose: int = 0):
-    """Run (or resume) a Tune experiment; returns its ResultGrid. A rerun with the same name resumes."""
+def _progress_callback(total: int, enabled: bool):
+    """One progress line for the whole fine-tuning phase (Tune's own reporter is off)."""
+    from ray import tune
+    from tqdm.auto import tqdm
+
+    class Progress(tune.Callback):
+        bar = None
+
+        def setup(self, **info):
+            self.bar = tqdm(total=total, desc="fine-tuning trials", disable=not enabled, leave=False)
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            if self.bar is not None:
+                self.bar.update(1)
+
+        def on_experiment_end(self, trials, **info):
+            if self.bar is not None:
+                self.bar.close()
+
+        def __getstate__(self):          # Tune pickles its callbacks with the experiment state; a bar can't be
+            return {}
+    return Progress()
+
+
+def run_trials(jobs: list[dict], storage: str | Path, name: str, resources: TrialResources, extra: dict,
+               asha: bool = False, max_failures: int = 2, progress: bool = True):
+    """Run (or resume) a Tune experiment of one trial per job; returns its ResultGrid."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
+    _quiet_checkpoints()
     check_resources(resources)
     trainable = tune.with_resources(finetune_trial, resources.as_dict())
+    param_space = {"job": tune.grid_search(jobs), **extra}
     storage = str(storage) if "://" in str(storage) else str(Path(storage).resolve())
     path = os.path.join(storage, name)
+    callbacks = [_progress_callback(len(jobs), progress)]
     if tune.Tuner.can_restore(path):
         tuner = tune.Tuner.restore(path, trainable, resume_errored=True, param_space=param_space)
     else:
         scheduler = ASHAScheduler(time_attr="training_iteration", grace_period=1, reduction_factor=2) if asha else None
         tuner = tune.Tuner(
             trainable, param_space=param_space,
-            tune_config=tune.TuneConfig(metric=METRIC, mode="max", scheduler=scheduler, num_samples=num_samples),
-            run_config=tune.RunConfig(name=name, storage_path=storage, verbose=verbose,
+            tune_config=tune.TuneConfig(metric=METRIC, mode="max", scheduler=scheduler),
+            run_config=tune.RunConfig(name=name, storage_path=storage, verbose=0, callbacks=callbacks,
                                       failure_config=tune.FailureConfig(max_failures=max_failures),
                                       checkpoint_config=tune.CheckpointConfig(num_to_keep=2)))
     return tuner.fit()

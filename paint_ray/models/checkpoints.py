@@ -13,6 +13,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..errors import PaintRayError
+from .build import short
 
 CONFIG_NAME = "open_clip_config.json"
 WEIGHTS_NAME = "open_clip_model.safetensors"
@@ -25,6 +26,8 @@ def save_tensors(tensors: dict[str, torch.Tensor], path: str | Path, metadata: d
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+        with open(tmp, "rb+") as f:       # on disk before it is renamed into place: a power cut leaves old or new
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     except OSError as e:
         raise PaintRayError(f"cannot write {path}: {e.strerror or e}") from e
@@ -58,11 +61,22 @@ def save_model_dir(model: torch.nn.Module, model_cfg: dict, path: str | Path, ex
 
 
 def read_model_config(path: str | Path) -> dict:
-    """The JSON config of a model folder."""
+    """The JSON config of a model folder (a dict); anything else is a one-line PaintRayError."""
     cfg = Path(path) / CONFIG_NAME
+    if cfg.is_dir():
+        raise PaintRayError(f"model config {short(cfg)} is a directory; it must be a JSON file "
+                            f"holding {{\"model_cfg\": {{...}}, \"preprocess_cfg\": {{...}}}}")
     try:
-        return json.loads(cfg.read_text())
+        data = json.loads(cfg.read_text())
     except FileNotFoundError as e:
-        raise PaintRayError(f"model folder {path} has no {CONFIG_NAME}") from e
+        raise PaintRayError(f"model folder {short(path)} has no {CONFIG_NAME}") from e
     except json.JSONDecodeError as e:
-        raise PaintRayError(f"model config {cfg} is not valid JSON ({e.msg} at line {e.lineno})") from e
+        raise PaintRayError(f"model config {short(cfg)} is not valid JSON ({e.msg} at line {e.lineno})") from e
+    except (OSError, UnicodeDecodeError) as e:
+        raise PaintRayError(f"cannot read model config {short(cfg)} "
+                            f"({getattr(e, 'strerror', None) or type(e).__name__})") from e
+    if not isinstance(data, dict):
+        raise PaintRayError(f"model config {short(cfg)} holds a JSON {type(data).__name__}, not an object "
+                            f"with 'model_cfg'")
+    return data
+

@@ -5,6 +5,11 @@
   ARCH:/path/weights.safetensors open_clip architecture with a local checkpoint file (.safetensors/.pt/.bin)
   hf-hub:ORG/REPO                an open_clip model on the Hugging Face hub (from the local hub cache offline)
   local-dir:/path | /path        a folder with open_clip_config.json + weights (what paint_ray writes)
+
+Every kind is built by `build.build_clip(model_cfg)` from the full open_clip config it was loaded with, and
+that config travels on the `LoadedModel` (a tag whose pretrained config says quick_gelu=True, e.g. OpenAI
+or LAION-400M, is built and recorded with QuickGELU). Identity is content: `LoadedModel.digest` hashes the
+weights and that config, never the spec or the path.
 """
 from __future__ import annotations
 
@@ -13,14 +18,18 @@ import hashlib
 import json
 import logging
 import os
-from dataclasses import dataclass
+import re
+from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import open_clip
 import torch
+from open_clip.transform import PreprocessCfg, merge_preprocess_dict
 
 from ..errors import PaintRayError, closest, unknown
 from ..paths import home
+from .build import build_clip, first_line, load_strict, set_preprocess_cfg, short, tensors_digest, vision_cfg_of
 from .checkpoints import CONFIG_NAME, WEIGHTS_NAME, load_tensors, read_model_config, save_model_dir
 from .grow import grow_depth
 from .pretrain import PretrainRecipe, pretrain
@@ -40,19 +49,35 @@ EMBEDDED: dict[str, PretrainRecipe] = {
 
 @dataclass
 class LoadedModel:
-    """An open_clip CLIP with its tokenizer and the identity used in results and cache keys."""
+    """An open_clip CLIP as it was built and loaded, with its tokenizer and its content identity.
+
+    `model_cfg` is the full open_clip model config the model was built from (`build_clip(model_cfg)` rebuilds
+    the same architecture: activation, image size, hub config), `preprocess_cfg` its image preprocessing.
+    `digest` is the identity used in results and cache keys: a digest of every tensor of the weights plus
+    `model_cfg`, never of the spec or the path the weights came from.
+    """
     model: open_clip.CLIP
     tokenizer: object
     spec: str
     arch: str
     pretrained: str
     model_cfg: dict
+    preprocess_cfg: dict = field(default_factory=dict)
+
+    @cached_property
+    def digest(self) -> str:
+        """16 hex chars over the model's state dict (names, dtypes, shapes, bytes) and `model_cfg`."""
+        return tensors_digest(self.model.state_dict(), {"model_cfg": self.model_cfg})
+
+    @cached_property
+    def visual_digest(self) -> str:
+        """Like `digest`, over the image tower's tensors and the config fields that build it only."""
+        return tensors_digest(self.model.visual.state_dict(), {"vision": vision_cfg_of(self.model_cfg)})
 
     @property
     def key(self) -> str:
-        """Filesystem-safe identity for caches (architecture + a hash of where the weights came from)."""
-        digest = hashlib.sha1(f"{self.spec}|{self.pretrained}".encode()).hexdigest()[:10]
-        return f"{self.arch}-{digest}"
+        """Filesystem-safe identity for caches: the architecture (for reading) and the content digest."""
+        return f"{re.sub(r'[^A-Za-z0-9._-]+', '-', self.arch)}-{self.digest[:10]}"
 
 
 @contextlib.contextmanager
@@ -93,8 +118,7 @@ def ensure_embedded(name: str, progress: bool = True, device: str = "cpu") -> Pa
             return path
         recipe = EMBEDDED[name]
         torch.manual_seed(recipe.seed)
-        with _quiet_open_clip():  # "no pretrained weights": random init is the point here
-            model = open_clip.create_model(name, pretrained=None)
+        model = build_clip(open_clip.get_model_config(name), f"the config of {name}")  # random init: the point
         if recipe.grow_from:
             parent = _from_dir(ensure_embedded(recipe.grow_from, progress, device), recipe.grow_from)
             model = grow_depth(parent.model, model)
@@ -107,92 +131,197 @@ def ensure_embedded(name: str, progress: bool = True, device: str = "cpu") -> Pa
     return path
 
 
+def _preprocess(*overlays: dict, model: torch.nn.Module) -> dict:
+    """open_clip's preprocessing defaults, overlaid in order, with the size the built image tower takes."""
+    cfg = asdict(PreprocessCfg())
+    for overlay in overlays:
+        cfg = merge_preprocess_dict(cfg, overlay or {})
+    size = getattr(model.visual, "image_size", None)
+    if size is not None:                   # as open_clip.create_model does
+        cfg["size"] = size
+    return cfg
+
+
+def _finish(model: torch.nn.Module, tokenizer, spec: str, arch: str, pretrained: str, model_cfg: dict,
+            preprocess_cfg: dict) -> LoadedModel:
+    set_preprocess_cfg(model.visual, preprocess_cfg)
+    loaded = LoadedModel(model.eval(), tokenizer, spec, arch, pretrained, model_cfg, preprocess_cfg)
+    loaded.digest      # noqa: B018 -- identity of the weights as loaded, before anything can touch them
+    return loaded
+
+
 def _from_dir(path: Path, spec: str, arch: str | None = None, pretrained: str | None = None) -> LoadedModel:
     cfg = read_model_config(path)
+    cfg_path = path / CONFIG_NAME
+    if not isinstance(cfg, dict) or "model_cfg" not in cfg:
+        keys = ", ".join(map(str, cfg)) if isinstance(cfg, dict) else type(cfg).__name__
+        raise PaintRayError(f"model config {short(cfg_path)} has no 'model_cfg' (found: {short(keys or 'nothing', 60)}); "
+                            f"a model folder's {CONFIG_NAME} holds {{\"model_cfg\": {{...}}, \"preprocess_cfg\": {{...}}}}")
     if not (path / WEIGHTS_NAME).is_file():
-        raise PaintRayError(f"model folder {path} has no {WEIGHTS_NAME}")
+        raise PaintRayError(f"model folder {short(path)} has no {WEIGHTS_NAME}")
     model_cfg = cfg["model_cfg"]
-    with _quiet_open_clip():  # weights are loaded next, by paint_ray, with one-line errors
-        model = open_clip.create_model(f"local-dir:{path}", load_weights=False)
-    state = load_tensors(path / WEIGHTS_NAME)
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as e:
-        raise PaintRayError(f"checkpoint {path / WEIGHTS_NAME} does not match its config "
-                            f"({str(e).splitlines()[0]})") from e
-    model.eval()
-    tokenizer = open_clip.get_tokenizer(f"local-dir:{path}")
-    arch = arch or cfg.get("paint_ray", {}).get("arch") or cfg.get("paint_ray", {}).get("embedded") or path.name
-    return LoadedModel(model, tokenizer, spec, arch, pretrained or str(path), model_cfg)
+    model = build_clip(model_cfg, f"the model_cfg in {short(cfg_path)}")
+    load_strict(model, load_tensors(path / WEIGHTS_NAME), f"checkpoint {short(path / WEIGHTS_NAME)} does not match its config")
+    with _quiet_open_clip():
+        tokenizer = open_clip.get_tokenizer(f"local-dir:{path}")
+    extra = cfg.get("paint_ray") if isinstance(cfg.get("paint_ray"), dict) else {}
+    arch = arch or extra.get("arch") or extra.get("embedded") or path.name
+    preprocess = _preprocess(cfg.get("preprocess_cfg") if isinstance(cfg.get("preprocess_cfg"), dict) else {},
+                             model=model)
+    return _finish(model, tokenizer, spec, arch, pretrained or str(path), model_cfg, preprocess)
 
 
 def _offline_hint(spec: str, arch: str) -> str:
-    return (f"weights for {spec!r} are not available offline; download them once with internet, or give a "
+    return (f"weights for {short(spec)!r} are not available offline; download them once with internet, or give a "
             f"local file: --model {arch}:/path/to/weights.safetensors")
+
+
+def _load_downloaded(model: torch.nn.Module, path: str, spec: str, arch: str) -> None:
+    """Weights open_clip fetched (hub cache, URL cache), with its format conversions, strictly."""
+    try:
+        open_clip.load_checkpoint(model, path, strict=True)
+    except RuntimeError as e:
+        if "state_dict" in str(e):   # "Error(s) in loading state_dict for CLIP: ..."
+            raise PaintRayError(f"weights {short(path)} of {short(spec)!r} do not fit {arch} ({first_line(e)})") from e
+        raise PaintRayError(f"weights {short(path)} of {short(spec)!r} are corrupt or truncated "
+                            f"({type(e).__name__}); delete them or give a local file") from e
+    except Exception as e:
+        raise PaintRayError(f"weights {short(path)} of {short(spec)!r} are corrupt or truncated "
+                            f"({type(e).__name__}: {first_line(e, 80)}); delete them or give a local file") from e
+
+
+def _from_hub(spec: str) -> LoadedModel:
+    """hf-hub:ORG/REPO: the repo's open_clip_config.json and weights, from the hub (its local cache offline)."""
+    from open_clip.pretrained import download_pretrained_from_hf
+    repo = spec.removeprefix("hf-hub:").strip()
+    arch = repo.replace("/", "-")
+    if not repo or repo.count("/") != 1:
+        raise PaintRayError(f"hf-hub model {short(spec)!r} is not of the form hf-hub:ORG/REPO")
+    with _quiet_open_clip():
+        try:
+            cfg_file = download_pretrained_from_hf(repo, filename=CONFIG_NAME)
+        except Exception as e:
+            raise PaintRayError(_offline_hint(spec, "ARCH") + f" ({type(e).__name__})") from e
+    try:
+        cfg = json.loads(Path(cfg_file).read_text())
+    except (OSError, ValueError) as e:
+        raise PaintRayError(f"{CONFIG_NAME} of {short(spec)!r} is not valid JSON ({type(e).__name__}); "
+                            f"delete {short(cfg_file)} from the hub cache") from e
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("model_cfg"), dict):
+        raise PaintRayError(f"{CONFIG_NAME} of {short(spec)!r} has no 'model_cfg'; it is not an open_clip model")
+    model_cfg = cfg["model_cfg"]
+    model = build_clip(model_cfg, f"the model_cfg of {short(spec)}")
+    with _quiet_open_clip():
+        try:
+            weights = download_pretrained_from_hf(repo)   # open_clip_model.safetensors, else open_clip_pytorch_model.bin
+        except Exception as e:
+            raise PaintRayError(_offline_hint(spec, "ARCH") + f" ({type(e).__name__})") from e
+        _load_downloaded(model, weights, spec, arch)
+        tokenizer = open_clip.get_tokenizer(spec)
+    preprocess = _preprocess(cfg.get("preprocess_cfg") if isinstance(cfg.get("preprocess_cfg"), dict) else {},
+                             model=model)
+    return _finish(model, tokenizer, spec, arch, spec, model_cfg, preprocess)
+
+
+def _from_tag(spec: str, arch: str, tag: str) -> LoadedModel:
+    """ARCH:TAG. The tag's pretrained config decides the activation: quick_gelu=True builds QuickGELU."""
+    from open_clip.pretrained import download_pretrained
+    pretrained_cfg = open_clip.get_pretrained_cfg(arch, tag)
+    model_cfg = open_clip.get_model_config(arch)
+    if pretrained_cfg.get("quick_gelu", False):
+        model_cfg["quick_gelu"] = True            # what open_clip's force_quick_gelu=True does
+    with _quiet_open_clip():
+        try:
+            weights = download_pretrained(pretrained_cfg)
+        except Exception as e:
+            raise PaintRayError(_offline_hint(spec, arch)) from e
+    if not weights:
+        raise PaintRayError(_offline_hint(spec, arch))
+    model = build_clip(model_cfg, f"the open_clip config of {arch}")
+    with _quiet_open_clip():
+        _load_downloaded(model, weights, spec, arch)
+    return _finish(model, open_clip.get_tokenizer(arch), spec, arch, tag, model_cfg,
+                   _preprocess(pretrained_cfg, model=model))
+
+
+def _from_checkpoint(spec: str, arch: str, path: Path) -> LoadedModel:
+    """ARCH:/path/file: the architecture's open_clip config, the file's weights, read by paint_ray."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a local file needs no hub; never let it try
+    # Read the file first: a corrupt one fails before the model is built.
+    state = load_tensors(path) if path.suffix == ".safetensors" else _torch_load(path)
+    if isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    model_cfg = open_clip.get_model_config(arch)
+    model = build_clip(model_cfg, f"the open_clip config of {arch}")
+    load_strict(model, state, f"checkpoint {short(path)} does not fit {arch}")
+    return _finish(model, open_clip.get_tokenizer(arch), spec, arch, str(path.resolve()), model_cfg,
+                   _preprocess(model=model))
+
+
+def check_spec(spec: str) -> None:
+    """Every check of a model spec that loads nothing: a one-line error naming the bad value and what is
+    valid (run before any Ray start-up, pretraining or fine-tuning)."""
+    spec = spec.strip()
+    if spec in EMBEDDED:
+        return
+    if spec.startswith("local-dir:") or (os.sep in spec and ":" not in spec):
+        path = Path(spec.removeprefix("local-dir:")).expanduser()
+        if not path.is_dir():
+            what = "is a file, not a folder" if path.exists() else "does not exist"
+            raise PaintRayError(f"model folder {short(path)} {what}; a model folder holds {CONFIG_NAME} + {WEIGHTS_NAME}")
+        return
+    if spec.startswith("hf-hub:"):
+        return
+    arch, sep, pretrained = spec.partition(":")
+    if not sep or arch not in open_clip.list_models():
+        valid = sorted(EMBEDDED) + ["ARCH:TAG", "ARCH:/path/to/checkpoint", "hf-hub:ORG/REPO", "local-dir:/path"]
+        if not sep:
+            raise PaintRayError(f"unknown model spec {short(spec)!r}{closest(spec, EMBEDDED)}; valid: {', '.join(valid)} "
+                                f"(ARCH from open_clip.list_models())")
+        raise PaintRayError(f"unknown open_clip architecture {short(arch)!r}{closest(arch, open_clip.list_models())} in "
+                            f"model spec {short(spec)!r}; valid: an architecture from open_clip.list_models() (e.g. "
+                            f"ViT-B-32, ViT-B-16, ViT-L-14) or an embedded model: {', '.join(sorted(EMBEDDED))}")
+    if _is_path(pretrained):
+        path = Path(pretrained).expanduser()
+        if path.is_dir():
+            raise PaintRayError(f"checkpoint {short(path)} is a directory; a checkpoint must be a file "
+                                f"(.safetensors/.pt/.bin); for a model folder use local-dir:{short(path, 60)}")
+        if not path.is_file():
+            raise PaintRayError(f"checkpoint file {short(path)} does not exist (from model spec {short(spec)!r})")
+        return
+    tags = open_clip.list_pretrained_tags_by_model(arch)
+    if pretrained not in tags:
+        raise unknown(f"pretrained tag for {arch}", short(pretrained), tags or ["(none: give a checkpoint file)"])
+
+
+def _is_path(pretrained: str) -> bool:
+    return os.sep in pretrained or pretrained.endswith((".safetensors", ".pt", ".pth", ".bin"))
 
 
 def load_model(spec: str, progress: bool = True) -> LoadedModel:
     """Resolve a model spec (see module docstring) into a ready, eval-mode CLIP on the CPU."""
     spec = spec.strip()
+    check_spec(spec)
     if spec in EMBEDDED:
         return _from_dir(ensure_embedded(spec, progress=progress), spec, arch=spec, pretrained="paint_ray-world")
     if spec.startswith("local-dir:") or (os.sep in spec and ":" not in spec):
-        path = Path(spec.removeprefix("local-dir:")).expanduser()
-        if not path.is_dir():
-            raise PaintRayError(f"model folder {path} does not exist; a model folder holds {CONFIG_NAME} + {WEIGHTS_NAME}")
-        return _from_dir(path.resolve(), spec)
+        return _from_dir(Path(spec.removeprefix("local-dir:")).expanduser().resolve(), spec)
     if spec.startswith("hf-hub:"):
-        with _quiet_open_clip():
-            try:
-                model = open_clip.create_model(spec)
-                tokenizer = open_clip.get_tokenizer(spec)
-            except Exception as e:
-                raise PaintRayError(_offline_hint(spec, "ARCH") + f" ({type(e).__name__})") from e
-        return LoadedModel(model.eval(), tokenizer, spec, spec.removeprefix("hf-hub:").replace("/", "-"), spec, {})
-    arch, sep, pretrained = spec.partition(":")
-    if not sep or arch not in open_clip.list_models():
-        valid = sorted(EMBEDDED) + ["ARCH:TAG", "ARCH:/path/to/checkpoint", "hf-hub:ORG/REPO", "local-dir:/path"]
-        if not sep:
-            raise PaintRayError(f"unknown model spec {spec!r}{closest(spec, EMBEDDED)}; valid: {', '.join(valid)} "
-                                f"(ARCH from open_clip.list_models())")
-        raise PaintRayError(f"unknown open_clip architecture {arch!r}{closest(arch, open_clip.list_models())} in model "
-                            f"spec {spec!r}; valid: an architecture from open_clip.list_models() (e.g. ViT-B-32, "
-                            f"ViT-B-16, ViT-L-14) or an embedded model: {', '.join(sorted(EMBEDDED))}")
-    model_cfg = open_clip.get_model_config(arch)
-    looks_like_path = os.sep in pretrained or pretrained.endswith((".safetensors", ".pt", ".pth", ".bin"))
-    if looks_like_path:
-        path = Path(pretrained).expanduser()
-        if not path.is_file():
-            raise PaintRayError(f"checkpoint file {path} does not exist (from model spec {spec!r})")
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a local file needs no hub; never let it try
-        # Read the file first: a corrupt one fails before the model is built.
-        state = load_tensors(path) if path.suffix == ".safetensors" else _torch_load(path)
-        with _quiet_open_clip():  # open_clip warns "initialized randomly"; the weights are loaded right after
-            model = open_clip.create_model(arch, pretrained=None)
-        try:
-            model.load_state_dict(state.get("state_dict", state) if isinstance(state, dict) else state)
-        except RuntimeError as e:
-            raise PaintRayError(f"checkpoint {path} does not fit {arch} ({str(e).splitlines()[0]})") from e
-        return LoadedModel(model.eval(), open_clip.get_tokenizer(arch), spec, arch, str(path.resolve()), model_cfg)
-    tags = open_clip.list_pretrained_tags_by_model(arch)
-    if pretrained not in tags:
-        raise unknown(f"pretrained tag for {arch}", pretrained, tags or ["(none: give a checkpoint file)"])
-    with _quiet_open_clip():
-        try:
-            model = open_clip.create_model(arch, pretrained=pretrained)
-        except Exception as e:
-            raise PaintRayError(_offline_hint(spec, arch)) from e
-    return LoadedModel(model.eval(), open_clip.get_tokenizer(arch), spec, arch, pretrained, model_cfg)
+        return _from_hub(spec)
+    arch, _, pretrained = spec.partition(":")
+    if _is_path(pretrained):
+        return _from_checkpoint(spec, arch, Path(pretrained).expanduser())
+    return _from_tag(spec, arch, pretrained)
 
 
 def _torch_load(path: Path) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise PaintRayError(f"checkpoint {path} is corrupt or truncated ({type(e).__name__}); "
+        raise PaintRayError(f"checkpoint {short(path)} is corrupt or truncated ({type(e).__name__}); "
                             f"delete it or give a valid file") from e
     if not isinstance(state, dict):
-        raise PaintRayError(f"checkpoint {path} holds a {type(state).__name__}, not a state dict")
+        raise PaintRayError(f"checkpoint {short(path)} holds a {type(state).__name__}, not a state dict")
     return state
 
 

@@ -9,6 +9,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
+import struct
+import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -33,8 +36,8 @@ VAL_SEED = 0
 class Spec:
     """One dataset on disk: the paths (relative to the data root) it needs and its layout in words."""
     title: str
-    files: tuple[str, ...]            # must exist as files; their size + mtime enter the fingerprint
-    dirs: tuple[str, ...] = ()        # must exist as folders; their and their subfolders' mtimes too
+    files: tuple[str, ...]            # must exist as files; their bytes enter the fingerprint (`fingerprint`)
+    dirs: tuple[str, ...] = ()        # must exist as folders; every file's name, size and mtime_ns too
     layout: str = ""
 
 
@@ -94,21 +97,138 @@ def check_layout(name: str, spec: Spec, data_root: str | os.PathLike | None) -> 
     return root.resolve()
 
 
-def fingerprint(name: str, spec: Spec, root: Path) -> str:
-    """Identity of the data: root, index files' sizes and mtimes, and the mtimes of image folders.
+# Index and archive files up to this size are hashed by content; larger ones enter by size + mtime_ns.
+HASH_LIMIT = 64 * 2**20
+# Image folders with at least this many files are scanned once per process (see `fingerprint`).
+MEMO_MIN_FILES = 20_000
+_FOLDER_MEMO: dict[tuple[str, str], tuple[list[tuple[str, int]], str, int]] = {}
 
-    A folder's mtime changes when a file is added, removed or renamed in it, which is what changes the
-    splits of folder-scanned datasets; statting every image (a million for ImageNet) would cost minutes.
+
+def shown(value: Any, limit: int = 80) -> str:
+    """repr(value), cut to about `limit` characters: how a bad value is echoed in a one-line error."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def brief(e: BaseException, limit: int = 80) -> str:
+    """'ExceptionType: first line of its message', the message cut to about `limit` characters."""
+    first = str(e).splitlines()[0] if str(e) else ""
+    first = first if len(first) <= limit else first[:limit - 1] + "…"
+    return f"{type(e).__name__}: {first}" if first else type(e).__name__
+
+
+def _unreadable(name: str, path: Path, e: OSError) -> PaintRayError:
+    return PaintRayError(f"{name}: cannot read {path} ({e.strerror or type(e).__name__}) while fingerprinting "
+                         f"the dataset")
+
+
+def _file_identity(name: str, path: Path) -> list[Any]:
+    """[size, sha1 of the bytes] for a file up to HASH_LIMIT, else [size, mtime_ns]."""
+    try:
+        st = path.stat()
+        if st.st_size > HASH_LIMIT:
+            return [st.st_size, "mtime_ns", st.st_mtime_ns]
+        h = hashlib.sha1()
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+        return [st.st_size, "sha1", h.hexdigest()]
+    except OSError as e:
+        raise _unreadable(name, path, e) from e
+
+
+def _folder_identity(name: str, folder: Path) -> tuple[str, int, list[tuple[str, int]]]:
+    """(digest, number of files, [(folder, mtime_ns)]) of a tree: every entry's relative name, size, mtime_ns.
+
+    One os.scandir pass; names are relative to `folder` and sorted per directory, so the digest does not
+    depend on where the tree lies or on the order the file system lists it. Links are followed (datasets
+    are often linked in), each real directory once.
     """
-    parts: list[Any] = [name, SPLITS_VERSION, str(root)]
+    h = hashlib.sha1()
+    n_files = 0
+    dirs: list[tuple[str, int]] = []
+    seen: set[tuple[int, int]] = set()
+    stack = [("", folder)]
+    while stack:
+        rel, path = stack.pop()
+        try:
+            st = path.stat()
+            if (st.st_dev, st.st_ino) in seen:       # a link back up the tree
+                continue
+            seen.add((st.st_dev, st.st_ino))
+            dirs.append((str(path), st.st_mtime_ns))
+            with os.scandir(path) as it:
+                entries = sorted(it, key=lambda e: e.name)
+            subdirs = []
+            for e in entries:
+                est = e.stat()   # follows links; a dangling link raises, as reading it would
+                child = f"{rel}/{e.name}" if rel else e.name
+                if e.is_dir():
+                    h.update(f"D {child}\n".encode("utf-8", "surrogateescape"))
+                    subdirs.append((child, Path(e.path)))
+                else:
+                    n_files += 1
+                    h.update(f"F {child} {est.st_size} {est.st_mtime_ns}\n".encode("utf-8", "surrogateescape"))
+        except OSError as e:
+            raise _unreadable(name, Path(e.filename) if e.filename else path, e) from e
+        stack.extend(reversed(subdirs))
+    return h.hexdigest(), n_files, dirs
+
+
+def _dirs_unchanged(dirs: list[tuple[str, int]]) -> bool:
+    try:
+        return all(os.stat(d).st_mtime_ns == m for d, m in dirs)
+    except OSError:
+        return False
+
+
+def folder_identity(name: str, root: Path, rel: str) -> str:
+    """The digest of root/rel, memoised per process per (root, rel) when the tree is large (see `fingerprint`)."""
+    key = (str(root), rel)
+    memo = _FOLDER_MEMO.get(key)
+    if memo is not None and _dirs_unchanged(memo[0]):
+        return memo[1]
+    digest, n_files, dirs = _folder_identity(name, root / rel)
+    if n_files >= MEMO_MIN_FILES:
+        _FOLDER_MEMO[key] = (dirs, digest, n_files)
+    else:
+        _FOLDER_MEMO.pop(key, None)
+    return digest
+
+
+def forget_fingerprints() -> None:
+    """Drop this process's memo of large image folders, so the next fingerprint rescans them."""
+    _FOLDER_MEMO.clear()
+
+
+def fingerprint(name: str, spec: Spec, root: Path) -> str:
+    """What identifies the data by its content, not by where it lies: equal data, equal fingerprint.
+
+    It hashes the task name, SPLITS_VERSION and, by their paths relative to the data root (never the root
+    itself, so a copy of a dataset under another root shares its fingerprint and its eval-cache entries):
+
+    * each index or archive file of `spec.files` (IDX files, pickles, .mat, .json, .csv, .txt, .zip) by its
+      bytes (sha1) when it is at most HASH_LIMIT (64 MiB), else by size + mtime_ns;
+    * each folder of `spec.dirs` by every file's relative name, size and mtime_ns (and every subfolder's
+      name), from one os.scandir pass over the tree.
+
+    mtime_ns is not content: a file rewritten in place with other bytes is told apart by its new mtime_ns,
+    which every write sets, not by its bytes. The gaps this leaves: a rewrite within the file system's
+    timestamp granularity of the previous write (a few ms on Linux, 2 s on FAT) that keeps the size, and a
+    tool that sets mtimes back on purpose (cp -p, rsync -t, tar x) over other bytes of the same size. A copy
+    that does not keep mtimes (plain cp -r) gets a new fingerprint: a cache miss, never a wrong hit.
+
+    Scanning stats every image (1.3 M for ImageNet: seconds); so a tree of at least MEMO_MIN_FILES files is
+    scanned once per process per (root, folder) and reused while the mtimes of all its folders are unchanged,
+    which catches files added, removed or renamed. Images of such a tree rewritten in place under the same
+    names while a process runs are seen by the next process (or after `forget_fingerprints()`); smaller trees
+    are rescanned on every call.
+    """
+    parts: list[Any] = [name, SPLITS_VERSION]
     for rel in spec.files:
-        st = (root / rel).stat()
-        parts.append([rel, st.st_size, st.st_mtime_ns])
+        parts.append([rel, *_file_identity(name, root / rel)])
     for rel in spec.dirs:
-        folder = root / rel
-        parts.append([rel, folder.stat().st_mtime_ns])
-        with os.scandir(folder) as entries:
-            parts.append(sorted([e.name, e.stat().st_mtime_ns] for e in entries if e.is_dir()))
+        parts.append([rel + "/", folder_identity(name, root, rel)])
     return f"{name}-" + hashlib.sha1(json.dumps(parts).encode()).hexdigest()[:16]
 
 
@@ -123,20 +243,23 @@ class Splits:
 class PaperLoader:
     """Task.loader for a paper dataset: builds the official splits on first use, holds out validation."""
 
-    def __init__(self, name: str, root: Path, build: Callable[[Path], Official]):
-        self.name, self.root, self._build = name, root, build
+    def __init__(self, name: str, root: Path, build: Callable[[Path], Official], layout: str = ""):
+        self.name, self.root, self._build, self.layout = name, root, build, layout
 
     @cached_property
     def splits(self) -> Splits:
         try:
             official = self._build(self.root)
-        except PaintRayError:
-            raise
-        except (OSError, RuntimeError, ValueError, KeyError, IndexError) as e:
-            # torchvision and the parsers raise these for unreadable or malformed files: one line instead
-            first = str(e).splitlines()[0] if str(e) else ""
-            raise PaintRayError(f"{self.name}: cannot read the dataset under {self.root} "
-                                f"({type(e).__name__}: {first})") from e
+        except PaintRayError as e:
+            if str(e).startswith(f"{self.name}:"):
+                raise
+            raise PaintRayError(f"{self.name}: {e}") from e
+        except (OSError, RuntimeError, ValueError, KeyError, IndexError, TypeError, AttributeError, EOFError,
+                AssertionError, pickle.UnpicklingError, struct.error, zipfile.BadZipFile) as e:
+            # torchvision and the parsers raise these for unreadable or malformed files: one line instead.
+            # The readers here name the file where they can; this is the fallback for the rest.
+            raise PaintRayError(f"{self.name}: cannot read the dataset under {self.root} ({brief(e)}); "
+                                f"expected: {self.layout}") from e
         if official.val is not None:
             return Splits({"train": official.train, "val": official.val, "test": official.test},
                           list(official.val_indices or []), official.val_source)
@@ -172,12 +295,32 @@ class PaperDataset:
         root = check_layout(self.name, self.spec, data_root)
         names = self.classnames() if callable(self.classnames) else self.classnames
         templates = self.templates() if callable(self.templates) else self.templates
-        return Task(self.name, tuple(names), tuple(templates), PaperLoader(self.name, root, self.build),
+        loader = PaperLoader(self.name, root, self.build, self.spec.layout)
+        return Task(self.name, tuple(names), tuple(templates), loader,
                     fingerprint(self.name, self.spec, root))
 
 
-def read_lines(path: Path) -> list[str]:
-    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+def read_text(path: Path, what: str) -> str:
+    """A text file's contents; bytes that are not UTF-8 are a one-line error naming the file and `what`."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise PaintRayError(f"{path} is not a text file (byte 0x{data[e.start]:02x} at offset {e.start} is not "
+                            f"UTF-8); expected {what}") from e
+
+
+def load_mat(path: Path, what: str, squeeze_me: bool = False) -> dict:
+    """A MATLAB .mat file's variables; anything scipy cannot read is a one-line error naming the file."""
+    import scipy.io
+    try:
+        return scipy.io.loadmat(str(path), squeeze_me=squeeze_me)
+    except Exception as e:  # noqa: BLE001 - scipy raises ValueError, OSError, MatReadError, … on garbage
+        raise PaintRayError(f"{path} is not a readable .mat file ({brief(e, 60)}); expected {what}") from e
+
+
+def read_lines(path: Path, what: str = "a text file, one entry per line") -> list[str]:
+    return [line.strip() for line in read_text(path, what).splitlines() if line.strip()]
 
 
 class ClassIndex:
@@ -190,4 +333,4 @@ class ClassIndex:
         try:
             return self._index[folder]
         except KeyError:
-            raise PaintRayError(f"{self.name}: unknown class {folder!r} in {where}") from None
+            raise PaintRayError(f"{self.name}: unknown class {shown(folder)} in {where}") from None

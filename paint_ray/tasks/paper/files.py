@@ -8,6 +8,8 @@ indices identical to the reference's.
 """
 from __future__ import annotations
 
+import csv
+import io
 import json
 from pathlib import Path
 
@@ -18,7 +20,8 @@ from torchvision.datasets.utils import download_and_extract_archive
 
 from ...errors import PaintRayError
 from . import names
-from .common import ClassIndex, FileDataset, Official, PaperDataset, Spec, read_lines
+from .common import ClassIndex, FileDataset, Official, PaperDataset, Spec, brief, load_mat, read_lines, \
+    read_text, shown
 
 
 def _sorted_like_imagefolder(samples: list[tuple[str, int]]) -> list[tuple[str, int]]:
@@ -27,8 +30,34 @@ def _sorted_like_imagefolder(samples: list[tuple[str, int]]) -> list[tuple[str, 
 
 
 # ---------------------------------------------------------------- Stanford Cars (torchvision's .mat reader)
+_CARS_ANNOTATIONS = ("Stanford Cars annotations: a .mat file with 'annotations' (one record per image: bbox_x1, "
+                     "bbox_y1, bbox_x2, bbox_y2, class 1..196, fname)")
+_CARS_META = "the Stanford Cars meta file: a .mat file with 'class_names' (the 196 class names)"
+
+
+def _cars_split(root: Path, split: str) -> tv.StanfordCars:
+    base = root / "stanford_cars"
+    annotations = base / ("devkit/cars_train_annos.mat" if split == "train" else "cars_test_annos_withlabels.mat")
+    try:
+        data = tv.StanfordCars(root, split=split)
+    except Exception as e:  # noqa: BLE001 - find the file that is wrong, and say what it should be
+        for path, what, key in ((annotations, _CARS_ANNOTATIONS, "annotations"),
+                                (base / "devkit" / "cars_meta.mat", _CARS_META, "class_names")):
+            found = load_mat(path, what, squeeze_me=True)
+            if key not in found:
+                have = sorted(k for k in found if not k.startswith("__"))
+                raise PaintRayError(f"{path} has no variable {key!r} (it has {shown(have, 60)}); "
+                                    f"expected {what}") from e
+        raise PaintRayError(f"{annotations} could not be read as {_CARS_ANNOTATIONS} ({brief(e)})") from e
+    for i, (_, label) in enumerate(getattr(data, "_samples", [])):
+        if not 0 <= int(label) < len(names.CARS):
+            raise PaintRayError(f"{annotations}: record {i} has class {shown(int(label) + 1)}; expected "
+                                f"{_CARS_ANNOTATIONS}")
+    return data
+
+
 def _cars(root: Path) -> Official:
-    return Official(tv.StanfordCars(root, split="train"), tv.StanfordCars(root, split="test"))
+    return Official(_cars_split(root, "train"), _cars_split(root, "test"))
 
 
 def _download_cars(root: Path) -> None:
@@ -44,7 +73,7 @@ def _dtd(root: Path) -> Official:
     def read(split_file: str) -> list[tuple[str, int]]:
         path = base / "labels" / split_file
         out = []
-        for line in read_lines(path):
+        for line in read_lines(path, "a DTD split file: one CLASS/IMAGE.jpg per line"):
             cls, _, fname = line.partition("/")
             out.append((str(base / "images" / cls / fname), index(cls, path)))
         return out
@@ -67,10 +96,15 @@ def _food101(root: Path) -> Official:
 
     def read(split: str) -> FileDataset:
         path = base / "meta" / f"{split}.json"
+        what = 'a JSON object of class -> image ids, e.g. {"apple_pie": ["apple_pie/1005649", …], …}'
         try:
-            meta = json.loads(path.read_text())
+            meta = json.loads(read_text(path, what))
         except json.JSONDecodeError as e:
-            raise PaintRayError(f"food101: {path} is not valid JSON ({e.msg} at line {e.lineno})") from e
+            raise PaintRayError(f"food101: {path} is not valid JSON ({e.msg} at line {e.lineno}); "
+                                f"expected {what}") from e
+        if not isinstance(meta, dict) or not all(isinstance(v, list) and all(isinstance(r, str) for r in v)
+                                                 for v in meta.values()):
+            raise PaintRayError(f"food101: {path} holds {shown(meta, 60)}; expected {what}")
         # torchvision's order: classes as the JSON lists them, images in listed order
         return FileDataset([(str(base / "images" / f"{rel}.jpg"), index(cls, path))
                             for cls, rels in meta.items() for rel in rels])
@@ -89,7 +123,22 @@ def _gtsrb(root: Path) -> Official:
     if len(found) != len(names.GTSRB):
         raise PaintRayError(f"gtsrb: {training} has {len(found)} class folders; expected {len(names.GTSRB)} "
                             f"(00000 … 00042)")
+    _check_gtsrb_csv(root / "gtsrb" / "GT-final_test.csv")
     return Official(tv.GTSRB(root, split="train"), tv.GTSRB(root, split="test"))
+
+
+def _check_gtsrb_csv(path: Path) -> None:
+    """GT-final_test.csv as torchvision reads it: ';'-separated, with Filename and ClassId 0..42 columns."""
+    what = "GTSRB's test labels: ';'-separated rows with a header naming Filename and ClassId (0..42)"
+    rows = list(csv.DictReader(io.StringIO(read_text(path, what)), delimiter=";", skipinitialspace=True))
+    if not rows or not {"Filename", "ClassId"} <= set(rows[0]):
+        header = read_text(path, what).splitlines()[:1]
+        raise PaintRayError(f"gtsrb: {path} has header {shown(header[0] if header else '', 60)}; expected {what}")
+    for i, row in enumerate(rows):
+        label = (row.get("ClassId") or "").strip()
+        if not (label.isdigit() and int(label) < len(names.GTSRB)) or not row.get("Filename"):
+            raise PaintRayError(f"gtsrb: {path} row {i + 2} has Filename {shown(row.get('Filename'), 40)}, ClassId "
+                                f"{shown(row.get('ClassId'), 20)}; expected {what}")
 
 
 def _download_gtsrb(root: Path) -> None:
@@ -105,7 +154,7 @@ def _resisc45(root: Path) -> Official:
     def read(split: str) -> FileDataset:
         path = base / f"resisc45-{split}.txt"
         samples = []
-        for fname in read_lines(path):
+        for fname in read_lines(path, "a RESISC45 split file: one CLASS_NNN.jpg per line"):
             cls = fname.rsplit("_", 1)[0]           # airplane_001.jpg -> airplane
             samples.append((str(base / "NWPU-RESISC45" / cls / fname), index(cls, path)))
         return FileDataset(_sorted_like_imagefolder(samples))
@@ -117,7 +166,8 @@ def _resisc45(root: Path) -> Official:
 # ---------------------------------------------------------------- SUN397: ClassName.txt + partition 1
 def _sun397(root: Path) -> Official:
     base = root / "SUN397"
-    classes = [c[3:] for c in read_lines(base / "ClassName.txt")]     # "/a/abbey" -> "abbey"
+    classes = [c[3:] for c in read_lines(base / "ClassName.txt",       # "/a/abbey" -> "abbey"
+                                         "SUN397's class list: one /l/class_name per line, 397 lines")]
     if len(classes) != len(names.SUN397):
         raise PaintRayError(f"sun397: {base / 'ClassName.txt'} lists {len(classes)} classes; expected 397")
     index = ClassIndex("sun397", classes)
@@ -125,7 +175,7 @@ def _sun397(root: Path) -> Official:
     def read(list_file: str) -> FileDataset:
         path = base / list_file
         samples = []
-        for line in read_lines(path):                # "/a/abbey/sun_aaa.jpg"
+        for line in read_lines(path, "a SUN397 partition file: one /l/class_name/sun_….jpg per line"):
             parts = line.lstrip("/").split("/")
             samples.append((str(base.joinpath(*parts)), index("/".join(parts[1:-1]), path)))
         return FileDataset(samples)

@@ -18,7 +18,7 @@ from torchvision.datasets.utils import download_and_extract_archive
 
 from ...errors import PaintRayError
 from . import names
-from .common import Official, PaperDataset, Spec
+from .common import Official, PaperDataset, Spec, brief, shown
 
 THRESHOLDS = np.array([-100.0, 8.0, 20.0, 999.0])
 VEHICLES = ("Car", "Van", "Truck")
@@ -41,15 +41,35 @@ def _mapping(raw: Path) -> tuple[list[int], list[str]]:
     """train_rand.txt (1-based line ids) and train_mapping.txt's lines, read from the devkit zip."""
     zpath = raw / "devkit_object.zip"
     wanted = ("mapping/train_rand.txt", "mapping/train_mapping.txt")
+    expected = "KITTI's devkit_object.zip with mapping/train_rand.txt and mapping/train_mapping.txt"
     try:
         with zipfile.ZipFile(zpath) as z:
-            read = {n: z.read(n).decode() for n in z.namelist() if n in wanted}
-    except zipfile.BadZipFile as e:
-        raise PaintRayError(f"kitti_distance: {zpath} is not a valid zip ({e})") from e
-    if len(read) != 2:
-        raise PaintRayError(f"kitti_distance: {zpath} lacks {' or '.join(w for w in wanted if w not in read)}")
-    ids = [int(x) - 1 for x in read[wanted[0]].split(",") if x.strip()]
-    return ids, read[wanted[1]].splitlines()
+            raw_bytes = {n: z.read(n) for n in z.namelist() if n in wanted}
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError) as e:
+        raise PaintRayError(f"kitti_distance: {zpath} is not a valid zip ({brief(e)}); expected {expected}") from e
+    if len(raw_bytes) != 2:
+        raise PaintRayError(f"kitti_distance: {zpath} lacks {' or '.join(w for w in wanted if w not in raw_bytes)}; "
+                            f"expected {expected}")
+    read = {}
+    for n, data in raw_bytes.items():
+        try:
+            read[n] = data.decode()
+        except UnicodeDecodeError as e:
+            raise PaintRayError(f"kitti_distance: {zpath}:{n} is not text (byte 0x{data[e.start]:02x} at offset "
+                                f"{e.start}); expected {expected}") from e
+    mapping = read[wanted[1]].splitlines()
+    ids = []
+    for x in read[wanted[0]].split(","):
+        if x.strip():
+            if not x.strip().isdigit() or not 1 <= int(x) <= len(mapping):
+                raise PaintRayError(f"kitti_distance: {zpath}:{wanted[0]} lists {shown(x.strip(), 40)}; expected "
+                                    f"comma-separated line numbers 1..{len(mapping)} of {wanted[1]}")
+            ids.append(int(x) - 1)
+    for i in set(ids):
+        if len(mapping[i].split(" ")) < 2:
+            raise PaintRayError(f"kitti_distance: {zpath}:{wanted[1]} line {i + 1} is {shown(mapping[i], 60)}; "
+                                f"expected 'DATE DRIVE FRAME' per line")
+    return ids, mapping
 
 
 def video_splits(line_ids: list[int], mapping_lines: list[str]) -> dict[str, list[int]]:

@@ -2,10 +2,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from .errors import PaintRayError, unknown
+from ..errors import unknown
 
 
 def float_list(text: str) -> list[float]:
@@ -21,7 +20,7 @@ def _names(text: str) -> list[str]:
 
 
 def build_parser(study: str, presets: dict, doc: str | None) -> argparse.ArgumentParser:
-    from .cli import _Parser
+    from . import _Parser
     p = _Parser(prog=f"experiments/{study}.py", description=(doc or "").strip().splitlines()[0] if doc else None)
     p.add_argument("--preset", default="embedded", help=f"one of: {', '.join(presets)}")
     p.add_argument("--out", default=f"{study}_out", help="output directory (Parquet, plots, Tune, MLflow)")
@@ -32,6 +31,8 @@ def build_parser(study: str, presets: dict, doc: str | None) -> argparse.Argumen
     p.add_argument("--lr", type=float_list, help="learning rates to grid over (comma-separated)")
     p.add_argument("--steps", type=_ints, help="fine-tuning steps to grid over")
     p.add_argument("--weight-decay", type=float_list, help="weight decays to grid over")
+    p.add_argument("--warmup-steps", type=_ints, help="warm-up steps to grid over")
+    p.add_argument("--batch-size", type=_ints, help="batch sizes to grid over")
     p.add_argument("--label-smoothing", type=float_list, help="label smoothings to grid over")
     p.add_argument("--asha", action="store_true", help="early-stop weak trials with ASHA on patch val accuracy")
     p.add_argument("--cpus-per-trial", type=float, default=1.0)
@@ -47,19 +48,20 @@ def build_parser(study: str, presets: dict, doc: str | None) -> argparse.Argumen
     p.add_argument("--register", action="store_true", help="register each patched model in the MLflow registry")
     p.add_argument("--no-mlflow", action="store_true", help="skip MLflow logging (Parquet only)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--local", action="store_true",
+                   help="run in this process (the pipeline's local backend) instead of on Ray")
     return p
 
 
 def config_from_args(study: str, presets: dict, args: argparse.Namespace):
-    from .distributed.tune_finetune import TrialResources
-    from .patch import parse_alphas
-    from .study import StudyConfig
+    from ..config import StudyConfig, TrialResources, parse_alphas
     if args.preset not in presets:
         raise unknown("preset", args.preset, presets)
     preset = presets[args.preset]
     space = dict(preset["search_space"])
     for key, attr in [("lr", "lr"), ("steps", "steps"), ("weight_decay", "weight_decay"),
-                      ("label_smoothing", "label_smoothing")]:
+                      ("label_smoothing", "label_smoothing"), ("warmup_steps", "warmup_steps"),
+                      ("batch_size", "batch_size")]:
         if getattr(args, attr):
             space[key] = getattr(args, attr)
     resources = None
@@ -74,6 +76,15 @@ def config_from_args(study: str, presets: dict, args: argparse.Namespace):
                        asha=args.asha, rule="max-drop" if args.max_drop is not None else "mean",
                        max_drop=args.max_drop, address=args.address, tracking_uri=args.tracking_uri,
                        register=args.register, mlflow=not args.no_mlflow, progress=not args.quiet)
+
+
+def backend_for(cfg, args):
+    """The pipeline's backend the command line asked for (Ray unless --local)."""
+    if args.local:
+        from ..backends.local import LocalBackend
+        return LocalBackend(None, cfg.data_root)
+    from ..pipeline import default_backend
+    return default_backend(cfg)
 
 
 def format_table(table) -> str:
@@ -94,36 +105,35 @@ def main_for(study: str, presets: dict, doc: str | None = None, argv=None, repor
     """Run a study from the command line. `report(result, out_dir) -> (text, [files])` adds what is
     particular to a study (a matrix, a heatmap); its files are saved and logged to MLflow too."""
     args = build_parser(study, presets, doc).parse_args(argv)
-    try:
-        from .plots import scaling_plot
-        from .study import run_study
-        cfg = config_from_args(study, presets, args)
-        result = run_study(cfg)
-        table = result.table()
-        out = Path(cfg.out)
-        table.to_parquet(out / f"{study}.parquet")
-        scaling_plot(table, out / f"{study}.png")
-        print(f"\n{study}: test accuracy at the α chosen on validation ({result.selection_rule()})")
-        print(format_table(table))
-        t = result.timings
-        print(f"\n{t['total_s']:.0f} s (models {t['models_s']:.0f} s, fine-tuning {t['tune_s']:.0f} s, "
-              f"sweep {t['sweep_s']:.0f} s, MLflow {t.get('mlflow_s', 0):.0f} s); rows in {out / 'results'}, "
-              f"table {out / f'{study}.parquet'}, plot {out / f'{study}.png'}")
-        if report is not None:
-            text, files = report(result, out)
-            print("\n" + text)
-            if result.run_ids and files:
-                from .tracking import log_summary_run, tracking_uri
-                log_summary_run(tracking_uri(cfg.out, cfg.tracking_uri), study, files)
-        if result.run_ids:
-            from .tracking import tracking_uri
-            uri = tracking_uri(cfg.out, cfg.tracking_uri)
-            print(f"MLflow: experiment '{study}' at {uri}"
-                  + (f"  ->  mlflow ui --backend-store-uri {uri}" if uri.startswith("sqlite") else ""))
-        return 0
-    except PaintRayError as e:
-        print(f"paint-ray: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("paint-ray: interrupted; finished cells are kept and a rerun resumes", file=sys.stderr)
-        return 130
+    from . import guarded
+    return guarded(_run_study, study, presets, args, report)
+
+
+def _run_study(study: str, presets: dict, args, report) -> int:
+    from ..pipeline import run_study
+    from ..plots import scaling_plot
+    cfg = config_from_args(study, presets, args)
+    cfg.validate()                        # every option, before Ray starts or anything loads
+    result = run_study(cfg, backend_for(cfg, args))
+    table = result.table()
+    out = Path(cfg.out)
+    table.to_parquet(out / f"{study}.parquet")
+    scaling_plot(table, out / f"{study}.png")
+    print(f"\n{study}: test accuracy at the α chosen on validation ({result.selection_rule()})")
+    print(format_table(table))
+    t = result.timings
+    print(f"\n{t['total_s']:.0f} s (models {t.get('models_s', 0):.0f} s, fine-tuning {t.get('tune_s', 0):.0f} s, "
+          f"sweep {t.get('sweep_s', 0):.0f} s, MLflow {t.get('mlflow_s', 0):.0f} s); rows in {out / 'results'}, "
+          f"table {out / f'{study}.parquet'}, plot {out / f'{study}.png'}")
+    if report is not None:
+        text, files = report(result, out)
+        print("\n" + text)
+        if result.run_ids and files:
+            from ..tracking import log_summary_run, tracking_uri
+            log_summary_run(tracking_uri(cfg.out, cfg.tracking_uri), study, files)
+    if result.run_ids:
+        from ..tracking import tracking_uri
+        uri = tracking_uri(cfg.out, cfg.tracking_uri)
+        print(f"MLflow: experiment '{study}' at {uri}"
+              + (f"  ->  mlflow ui --backend-store-uri {uri}" if uri.startswith("sqlite") else ""))
+    return 0

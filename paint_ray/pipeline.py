@@ -1,0 +1,283 @@
+"""The one PAINT pipeline: models → fine-tuning → sweep of weight sets × α × tasks → selection → record.
+
+Written once; where it runs is a backend (backends/local.py in this process, distributed/backend.py on
+Ray). Multi-task modes (multitask.py) are producers of fine-tuning jobs and weight sets for the same
+sweep and selection. Every reuse is by content (identity.py): result rows by model digest, weight-set
+key, task data, eval precision and device; θ1s by their job key; heads by model and prompts.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from . import cache
+from .backends import Backend, FinetuneJob, ModelRef, TrialResult, WeightSet, set_key
+from .config import SPLITS, StudyConfig, anchored
+from .identity import SCHEMA_VERSION, digest, task_key
+from .models.registry import EMBEDDED, LoadedModel, ensure_embedded, load_model
+from .errors import PaintRayError
+from .results import ResultStore, ensure_writable, row_key
+from .selection import Selection, frontier_table, select_alpha
+from .tasks import get_task
+
+
+@dataclass
+class PatchedModel:
+    """One patched model after selection: its weight set, the chosen α and its frontier."""
+    model: str
+    pretrained: str
+    patch: str
+    weights: WeightSet
+    config: dict
+    frontier: pd.DataFrame
+    selection: Selection
+    drift: dict
+    mode: str = "single"
+    coefficient_table: pd.DataFrame | None = field(default=None, repr=False)   # per-task coefficients
+
+    @property
+    def trial(self) -> str:
+        return self.weights.trial
+
+    def summary(self, supported: Sequence[str], extra: Sequence[str] = ()) -> dict:
+        f = self.frontier.set_index("alpha")
+        zs, ft, pa = f.loc[0.0], f.loc[1.0], f.loc[self.selection.alpha]
+        row = {"model": self.model, "patch": self.patch, "mode": self.mode, "trial": self.trial,
+               "alpha": self.selection.alpha,
+               "patch_zero_shot": zs.patch_test, "patch_fine_tuned": ft.patch_test, "patch_patched": pa.patch_test,
+               "supported_zero_shot": zs.supported_test, "supported_fine_tuned": ft.supported_test,
+               "supported_patched": pa.supported_test,
+               "gain": pa.patch_test - zs.patch_test, "drop": zs.supported_test - pa.supported_test, **self.drift}
+        for t in supported:
+            row[f"{t}_patched"] = pa[f"{t}_test"]
+        for t in extra:
+            if f"{t}_test" in f.columns:
+                row.update({f"{t}_zero_shot": zs[f"{t}_test"], f"{t}_fine_tuned": ft[f"{t}_test"],
+                            f"{t}_patched": pa[f"{t}_test"]})
+        return row
+
+
+@dataclass
+class StudyResult:
+    config: StudyConfig
+    patched: list[PatchedModel]
+    trials: pd.DataFrame
+    timings: dict
+    models: dict[str, LoadedModel] = field(default_factory=dict, repr=False)
+    run_ids: dict[str, str] = field(default_factory=dict)
+
+    def table(self) -> pd.DataFrame:
+        return pd.DataFrame([p.summary(self.config.supported, self.config.extra_tasks) for p in self.patched])
+
+    def selection_rule(self) -> str:
+        return self.patched[0].selection.describe() if self.patched else self.config.rule
+
+
+class Pipeline:
+    def __init__(self, cfg: StudyConfig, backend: Backend):
+        self.cfg, self.backend = cfg, backend
+        self.timings: dict[str, float] = {}
+        self.models: dict[str, LoadedModel] = {}
+        self.refs: dict[str, ModelRef] = {}
+        self.trials: list[TrialResult] = []
+        self.tracking_uri: str | None = None
+        self._t0 = time.time()
+
+    @classmethod
+    def attached(cls, cfg: StudyConfig, backend: Backend, tasks: Sequence[str]) -> "Pipeline":
+        """A pipeline over a backend that already holds its models (paint_ray.live): no loading."""
+        pipe = cls(cfg, backend)
+        pipe.store = ResultStore(Path(cfg.out) / "results")
+        pipe.tasks = {n: get_task(n, cfg.data_root) for n in tasks}
+        pipe.task_keys = {n: task_key(t) for n, t in pipe.tasks.items()}
+        pipe.identity = backend.eval_identity()
+        return pipe
+
+    # ---- 1. set-up and models ---------------------------------------------------------------
+    def prepare(self) -> "Pipeline":
+        """Check everything cheap first (options, tracking server, cluster), then load every model."""
+        cfg = self.cfg
+        cfg.validate()
+        if cfg.mlflow:
+            from .tracking import check_tracking, tracking_uri
+            self.tracking_uri = tracking_uri(cfg.out, cfg.tracking_uri)
+            check_tracking(self.tracking_uri)      # an unreachable server fails now, not after training
+        self.store = ResultStore(Path(cfg.out) / "results")
+        self.tasks = {n: get_task(n, cfg.data_root) for n in cfg.all_tasks()}
+        self.task_keys = {n: task_key(t) for n, t in self.tasks.items()}
+        self.backend.start()
+        t = time.time()
+        for spec in cfg.models:
+            if spec in EMBEDDED:          # pretrained once, here, so no trial or actor races to do it
+                ensure_embedded(spec, progress=cfg.progress)
+            loaded = load_model(spec, progress=cfg.progress)
+            self.models[spec] = loaded
+            self.refs[spec] = ModelRef(spec, loaded.digest, loaded.pretrained, loaded.arch,
+                                       sum(p.numel() for p in loaded.model.visual.parameters()))
+            for task in self.tasks.values():
+                cache.cached_head(loaded, task)
+            self.backend.add_model(loaded)
+        self.identity = self.backend.eval_identity()
+        self.timings["models_s"] = time.time() - t
+        return self
+
+    def head(self, spec: str, task: str):
+        return cache.cached_head(self.models[spec], self.tasks[task])
+
+    # ---- 2. fine-tuning ---------------------------------------------------------------------
+    def jobs(self, spec: str, tasks: Sequence[str], mode: str = "single", start: Path | None = None,
+             start_key: str | None = None) -> list[FinetuneJob]:
+        """One job per recipe of the study's hyperparameter grid."""
+        return [FinetuneJob(self.refs[spec], tuple(tasks), tuple(self.task_keys[t] for t in tasks), recipe,
+                            self.cfg.data_root, str(start) if start else None, start_key, mode)
+                for recipe in self.cfg.recipes()]
+
+    def finetune(self, jobs: list[FinetuneJob]) -> list[TrialResult]:
+        t = time.time()
+        done = self.backend.finetune(jobs, progress=self.cfg.progress)
+        self.trials += done
+        self.timings["tune_s"] = self.timings.get("tune_s", 0.0) + time.time() - t
+        return done
+
+    def weight_set(self, trial: TrialResult, start: Path | None = None, start_key: str | None = None,
+                   patch_tasks: Sequence[str] | None = None) -> WeightSet:
+        """The trial's θ1 as a set to sweep, evaluated on `patch_tasks` (default: its own tasks), the
+        supported and the extra tasks."""
+        job = trial.job
+        patch = "+".join(patch_tasks or job.tasks)
+        return WeightSet(job.model, job.path, job.key, patch, job.mode, tuple(self.cfg.eval_tasks(patch)),
+                         start, start_key, recipe=job.recipe.as_dict())
+
+    # ---- 3. sweep ---------------------------------------------------------------------------
+    def row(self, ws: WeightSet, r: dict) -> dict:
+        """A result row: content keys first, names for reading after."""
+        return {"schema": SCHEMA_VERSION, "model_digest": ws.model.digest, "weights": ws.key, "alpha": r["alpha"],
+                "task_key": self.task_keys[r["task"]], "split": r["split"], **self.identity,
+                "study": self.cfg.name, "model": ws.model.spec, "pretrained": ws.model.pretrained,
+                "patch_tasks": ws.patch_tasks, "mode": ws.mode, "trial": ws.trial, "eval_task": r["task"],
+                **{k: r[k] for k in ("accuracy", "n", "seconds") if k in r}}
+
+    def sweep(self, sets: Iterable[WeightSet], alphas: Sequence[float], splits: Sequence[str] = SPLITS) -> int:
+        """Evaluate every (set, α, eval task, split) not yet in the store; rows are appended as units finish."""
+        t = time.time()
+        done = self.store.keys()
+        work = {}
+        for ws in sets:
+            cells = [(a, task, split) for a in alphas for task in ws.eval_tasks for split in splits
+                     if row_key(self.row(ws, {"alpha": a, "task": task, "split": split})) not in done]
+            if cells:
+                work[ws] = cells
+        if work:
+            self.backend.evaluate(work, lambda ws, rows: self.store.append(self.row(ws, r) for r in rows),
+                                  progress=self.cfg.progress)
+        self.timings["sweep_s"] = self.timings.get("sweep_s", 0.0) + time.time() - t
+        return sum(len(c) for c in work.values())
+
+    # ---- 4. selection -----------------------------------------------------------------------
+    def frontier(self, ws: WeightSet, patch_tasks: Sequence[str], alphas: Sequence[float],
+                 frame: pd.DataFrame | None = None) -> pd.DataFrame:
+        frame = self.store.read() if frame is None else frame
+        keys = {self.task_keys[t] for t in ws.eval_tasks}
+        mine = frame[(frame.weights == ws.key) & (frame.model_digest == ws.model.digest)
+                     & (frame.precision == self.identity["precision"]) & (frame.device == self.identity["device"])
+                     & frame.task_key.isin(keys) & frame.alpha.isin(alphas)]
+        return frontier_table(mine, patch_tasks, self.cfg.supported)
+
+    def select(self, sets: Sequence[WeightSet], patch_tasks: Sequence[str], alphas: Sequence[float],
+               config: dict | None = None, choose_at: float | None = None) -> PatchedModel:
+        """The best set by the selection score on validation, at its own best α (or at `choose_at`)."""
+        frame = self.store.read()
+        best = None
+        scored = []
+        for ws in sets:
+            table = self.frontier(ws, patch_tasks, alphas, frame)
+            candidates = table if choose_at is None else table[table.alpha == choose_at]
+            sel = select_alpha(candidates, self.cfg.rule, self.cfg.max_drop, baseline=table)
+            score = (sel.patch_val + sel.supported_val) / 2
+            scored.append({"trial": ws.trial, "score": score, **candidates[candidates.alpha == sel.alpha].iloc[0].to_dict()})
+            if best is None or score > best[0]:
+                best = (score, ws, table, sel)
+        _, ws, table, sel = best
+        ref = ws.model
+        drift = self.backend.drift(ws, [t for t in ws.eval_tasks])
+        return PatchedModel(ref.spec, ref.pretrained, "+".join(patch_tasks), ws, dict(config or ws.recipe), table,
+                            sel, drift, ws.mode, pd.DataFrame(scored) if choose_at is not None else None)
+
+    def single_task(self) -> list[PatchedModel]:
+        """Every (model, patch task): fine-tune each recipe, sweep, choose the best trial and α."""
+        cfg, alphas = self.cfg, anchored(self.cfg.alphas)
+        # largest image encoders first: their trials are the longest, so the last wave of trials is short
+        order = sorted(cfg.models, key=lambda m: -self.refs[m].visual_params)
+        jobs = [j for spec in order for patch in cfg.patch_tasks for j in self.jobs(spec, [patch])]
+        sets = [self.weight_set(tr) for tr in self.finetune(jobs)]
+        self.sweep(sets, alphas)
+        patched = []
+        for spec in cfg.models:
+            for patch in cfg.patch_tasks:
+                mine = [ws for ws in sets if ws.model.spec == spec and ws.patch_tasks == patch]
+                patched.append(self.select(mine, [patch], alphas))
+        return patched
+
+    # ---- 5. record --------------------------------------------------------------------------
+    def result(self, patched: list[PatchedModel]) -> StudyResult:
+        trials = pd.DataFrame([{"model": tr.job.model.spec, "patch": "+".join(tr.job.tasks), "mode": tr.job.mode,
+                                "trial": f"{'+'.join(tr.job.tasks)}-{tr.job.key[:8]}", "key": tr.job.key,
+                                "weights": set_key(tr.job.model.digest, tr.job.key, tr.job.start_key),
+                                "theta1": str(tr.path), "start": tr.job.start or "", "recipe": tr.job.recipe.as_dict(),
+                                "patch_val_acc": tr.val_acc, "history": tr.history, "path": tr.tune_path,
+                                "node_id": tr.node_id, "cached": tr.cached} for tr in self.trials])
+        result = StudyResult(self.cfg, patched, trials, self.timings, self.models)
+        if self.tracking_uri:
+            t = time.time()
+            from .tracking import log_study
+            result.run_ids = log_study(result, self.tracking_uri, register=self.cfg.register,
+                                       identity={**self.identity, "tasks": self.task_keys})
+            self.timings["mlflow_s"] = time.time() - t
+        self.timings["total_s"] = time.time() - self._t0
+        return result
+
+
+def study_id(cfg: StudyConfig) -> str:
+    """The name a study's evaluators live under: its name and where it writes (two studies with different
+    output folders on one cluster neither share nor kill each other's evaluators)."""
+    return f"{cfg.name}-{digest(str(Path(cfg.out).expanduser().resolve()), 8)}"
+
+
+def default_backend(cfg: StudyConfig) -> Backend:
+    from .distributed.backend import RayBackend
+    return RayBackend(cfg, study_id(cfg))
+
+
+@contextmanager
+def exclusive(out: str | Path):
+    """One run at a time per output folder: a second one refuses in one line instead of resuming the first's
+    half-done Tune experiment and writing the same cells twice."""
+    from filelock import FileLock, Timeout
+    folder = ensure_writable(out)
+    lock = FileLock(str(folder / ".paint_ray.lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise PaintRayError(f"another paint_ray run is writing to {folder}; wait for it to finish or give "
+                            f"another --out") from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def run_study(cfg: StudyConfig, backend: Backend | None = None) -> StudyResult:
+    """Fine-tune, sweep, select and record a single-task study on `backend` (default: Ray)."""
+    with exclusive(cfg.out):
+        backend = backend or default_backend(cfg)
+        pipe = Pipeline(cfg, backend)
+        try:
+            pipe.prepare()
+            return pipe.result(pipe.single_task())
+        finally:
+            backend.close()

@@ -1,0 +1,111 @@
+"""Models as loaded and studies by name, on a real local Ray: an hf-hub model in a Ray study end to end,
+an OpenAI-tag tower rebuilt on an evaluator actor with QuickGELU, and two studies on one cluster that keep
+their own evaluators."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import open_clip
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from conftest import TINY, hub_snapshot
+
+RECIPE = {"lr": [3e-3], "steps": [6], "batch_size": [32], "warmup_steps": [1]}
+
+
+def _config(out, name="ident", models=(TINY,), **kw):
+    from paint_ray.config import StudyConfig
+    base = dict(name=name, models=list(models), patch_tasks=["colors"], supported=["shapes"],
+                alphas=[0.0, 0.5, 1.0], out=str(out), search_space=RECIPE, progress=False, mlflow=False)
+    base.update(kw)
+    return StudyConfig(**base)
+
+
+def test_hf_hub_model_runs_a_ray_study_end_to_end_and_its_patched_model_loads(ray_local, tiny, tmp_path):
+    from paint_ray import load_patched
+    from paint_ray.models.checkpoints import CONFIG_NAME
+    from paint_ray.models.registry import CONFIG_DIR
+    from paint_ray.pipeline import run_study
+    # the session's own HF cache (conftest): Tune trials in other processes read the same entry
+    repo = "paint-ray-test/tiny-ray"
+    hub = Path(os.environ["HF_HOME"]) / "hub"
+    snapshot = hub_snapshot(hub, repo)
+    model_cfg = json.loads((CONFIG_DIR / "toy-xs.json").read_text())
+    model_cfg["quick_gelu"] = True
+    (snapshot / CONFIG_NAME).write_text(json.dumps({"model_cfg": model_cfg}))
+    save_file({k: v.contiguous() for k, v in tiny.model.state_dict().items()},
+              str(snapshot / "open_clip_model.safetensors"))
+
+    spec = f"hf-hub:{repo}"
+    result = run_study(_config(tmp_path, models=[spec], mlflow=True))
+    table = result.table()
+    assert list(table.model) == [spec] and table[["patch_patched", "supported_patched"]].notna().all().all()
+    pm = result.patched[0]
+    bundle = load_patched(result.run_ids[f"{spec}/colors"], f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert bundle.alpha == pm.selection.alpha
+    assert sum(isinstance(m, open_clip.transformer.QuickGELU) for m in bundle.model.visual.modules()) == 2
+    from paint_ray.data import prepare_task
+    from paint_ray.tasks import get_task
+    data = prepare_task(get_task("colors"), "test", 32)
+    acc = float((bundle.predict("colors", data.images) == data.labels).float().mean())
+    assert acc == pytest.approx(pm.frontier.set_index("alpha").loc[pm.selection.alpha, "colors_test"])
+
+
+def test_openai_tag_tower_rebuilt_on_an_actor_is_quickgelu(ray_local, offline_hub, tmp_path):
+    import ray
+
+    from paint_ray.distributed.evaluators import ensure_evaluators, shutdown_evaluators
+    from paint_ray.models.registry import load_model
+    cfg = open_clip.get_pretrained_cfg("ViT-B-32", "openai")
+    torch.manual_seed(0)
+    state = {k: v.half() for k, v in open_clip.create_model("ViT-B-32").state_dict().items()}
+    save_file(state, str(hub_snapshot(offline_hub, cfg["hf_hub"].rstrip("/")) / "open_clip_model.safetensors"))
+    loaded = load_model("ViT-B-32:openai", progress=False)
+    [actor] = ensure_evaluators("quickgelu-check", 1, cpus=0)
+    try:
+        visual = {k: v.numpy() for k, v in loaded.model.visual.state_dict().items()}
+        ray.get(actor.add_model.remote(loaded.digest, "ViT-B-32:openai", loaded.model_cfg,
+                                       dict(loaded.preprocess_cfg), visual))
+        torch.manual_seed(1)
+        x = torch.randn(2, 3, 224, 224)
+        on_actor = torch.from_numpy(ray.get(actor.features.remote(loaded.digest, x.numpy())))
+    finally:
+        shutdown_evaluators("quickgelu-check")
+    reference = open_clip.create_model("ViT-B-32-quickgelu").eval()
+    reference.load_state_dict(state)
+    gelu = open_clip.create_model("ViT-B-32").eval()
+    gelu.load_state_dict(state)
+    with torch.no_grad():
+        expected = reference.encode_image(x)
+        assert torch.allclose(loaded.model.encode_image(x), expected, atol=1e-6)
+        assert torch.allclose(on_actor, expected, atol=1e-5)
+        assert not torch.allclose(gelu.encode_image(x), expected, atol=1e-4)
+
+
+def test_two_studies_keep_their_own_evaluators_and_live_reaches_each(ray_local, tiny, tmp_path):
+    from paint_ray import live
+    from paint_ray.distributed.evaluators import evaluator_names
+    from paint_ray.errors import PaintRayError
+    from paint_ray.pipeline import run_study, study_id
+    a, b = _config(tmp_path / "a", evaluators=1), _config(tmp_path / "b", evaluators=1)
+    assert study_id(a) != study_id(b)
+    ra = run_study(a)
+    names_a = evaluator_names(study_id(a))
+    rb = run_study(b)
+    assert evaluator_names(study_id(a)) == names_a            # b neither reused nor killed a's evaluators
+    assert set(evaluator_names(study_id(b))).isdisjoint(names_a)
+    assert {study_id(a), study_id(b)} <= set(live.studies())
+    for cfg, result in ((a, ra), (b, rb)):
+        assert live.connect(study_id(cfg)) == study_id(cfg)
+        inventories = live.evaluators()
+        assert set(inventories) == set(evaluator_names(study_id(cfg)))
+        rows = live.sweep(TINY, alphas=[0.25], tasks=["colors"], progress=False)
+        assert set(rows.weights) == {result.patched[0].weights.key}
+    with pytest.raises(PaintRayError) as e:
+        live.connect("no-such-study")
+    message = str(e.value)
+    assert "\n" not in message and "'no-such-study'" in message and study_id(a) in message and study_id(b) in message
