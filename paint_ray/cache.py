@@ -31,8 +31,8 @@ def read_or_set_aside(path: Path) -> dict[str, torch.Tensor] | None:
     except PaintRayError:
         aside = path.with_name(path.name + ".corrupt")
         os.replace(path, aside)
-        print(f"paint-ray: warning: cached {path.parent.name[:-1] if path.parent.name.endswith('s') else 'file'} "
-              f"{path.name} is corrupt; set aside as {aside.name} and recomputed")
+        print(f"paint-ray: warning: cached {path.parent.name}/{path.name} is corrupt; set aside as {aside.name} "
+              f"and recomputed")
         return None
 
 

@@ -29,7 +29,7 @@ def parse_alphas(text: str) -> list[float]:
             start, stop, step = (float(v) for v in text.split(":"))
             if not step > 0 or not math.isfinite(step):
                 raise PaintRayError(f"alpha grid step {step:g} must be a positive number in {shown(text)}")
-            n = int(math.floor((stop - start) / step + 1e-9)) + 1 if stop >= start else 0
+            n = int(math.floor((stop - start) / step + 1e-6)) + 1 if stop >= start else 0
             if n > MAX_ALPHAS:
                 raise PaintRayError(f"alpha grid {shown(text)} has {n:,} values; at most {MAX_ALPHAS:,} are "
                                     f"allowed (e.g. 0:1:0.001)")

@@ -143,6 +143,9 @@ def _build(data, path: Path, desc: str, progress: bool, meta: dict) -> None:
         np.save(tmp / "labels.npy", labels)
         meta = {**meta, "n": n, "build_s": round(time.time() - t0, 3)}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+        for f in tmp.iterdir():         # on disk before the rename publishes the entry: a power cut leaves none
+            with open(f, "rb+") as fh:
+                os.fsync(fh.fileno())
         if path.exists():   # a stale or corrupt entry under the same key
             shutil.rmtree(path)
         os.replace(tmp, path)

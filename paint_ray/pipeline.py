@@ -126,9 +126,6 @@ class Pipeline:
         self.timings["models_s"] = time.time() - t
         return self
 
-    def head(self, spec: str, task: str):
-        return cache.cached_head(self.models[spec], self.tasks[task])
-
     # ---- 2. fine-tuning ---------------------------------------------------------------------
     def jobs(self, spec: str, tasks: Sequence[str], mode: str = "single", start: Path | None = None,
              start_key: str | None = None) -> list[FinetuneJob]:
@@ -204,7 +201,7 @@ class Pipeline:
                 best = (score, ws, table, sel)
         _, ws, table, sel = best
         ref = ws.model
-        drift = self.backend.drift(ws, [t for t in ws.eval_tasks])
+        drift = self.backend.drift(ws, list(self.tasks))     # CKA on every task of the study: one probe set
         return PatchedModel(ref.spec, ref.pretrained, "+".join(patch_tasks), ws, dict(config or ws.recipe), table,
                             sel, drift, ws.mode, pd.DataFrame(scored) if choose_at is not None else None)
 

@@ -142,7 +142,11 @@ def test_load_patched_reproduces_study_predictions(mlflow_server, logged_study):
     from paint_ray.tasks import get_task
     cfg, result = logged_study
     chosen = result.patched[0]
+    import tempfile
+    downloads = set(Path(tempfile.gettempdir()).glob("paint_ray_patched_*"))
     bundle = paint_ray.load_patched(result.run_ids[f"{TINY}/colors"], mlflow_server)
+    assert set(Path(tempfile.gettempdir()).glob("paint_ray_patched_*")) == downloads   # its download is gone
+    assert bundle.folder is None
     assert bundle.alpha == chosen.selection.alpha and set(bundle.heads) == {"colors", "shapes"}
     data = prepare_task(get_task("colors"), "test", 32)
     predictions = bundle.predict("colors", data.images)
