@@ -87,9 +87,7 @@ class RayBackend:
             self._handles = None
         storage = self.cfg.tune_storage or os.environ.get("PAINT_RAY_STORAGE") or Path(self.cfg.out).resolve() / "tune"
         name = f"{self.cfg.name}-{digest(sorted(j.key for j in jobs), 12)}"
-        extra = {"tracking_uri": None}
-        grid = run_trials([j.as_config() for j in jobs], storage, name, res, extra, asha=self.cfg.asha,
-                          progress=progress)
+        grid = run_trials([j.as_config() for j in jobs], storage, name, res, asha=self.cfg.asha, progress=progress)
         by_key = {j.key: j for j in jobs}
         done = []
         for result in grid:

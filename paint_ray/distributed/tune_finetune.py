@@ -57,8 +57,6 @@ def finetune_trial(config: dict) -> None:
     _quiet_checkpoints()
     job = config["job"]
     node = ray.get_runtime_context().get_node_id()
-    if config.get("tracking_uri"):
-        os.environ["MLFLOW_TRACKING_URI"] = config["tracking_uri"]
     cpus = max(1, int(tune.get_context().get_trial_resources().required_resources.get("CPU", 1)))
     torch.set_num_threads(cpus)
     device = "cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
@@ -152,7 +150,7 @@ def _progress_callback(total: int, enabled: bool):
     return Progress()
 
 
-def run_trials(jobs: list[dict], storage: str | Path, name: str, resources: TrialResources, extra: dict,
+def run_trials(jobs: list[dict], storage: str | Path, name: str, resources: TrialResources,
                asha: bool = False, max_failures: int = 2, progress: bool = True):
     """Run (or resume) a Tune experiment of one trial per job; returns its ResultGrid."""
     from ray import tune
@@ -161,7 +159,7 @@ def run_trials(jobs: list[dict], storage: str | Path, name: str, resources: Tria
     _quiet_checkpoints()
     check_resources(resources)
     trainable = tune.with_resources(finetune_trial, resources.as_dict())
-    param_space = {"job": tune.grid_search(jobs), **extra}
+    param_space = {"job": tune.grid_search(jobs)}
     storage = str(storage) if "://" in str(storage) else str(Path(storage).resolve())
     path = os.path.join(storage, name)
     callbacks = [_progress_callback(len(jobs), progress)]
