@@ -13,6 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from paint_ray.cli import guarded  # noqa: E402
 from paint_ray.cli.study import backend_for, build_parser, config_from_args, float_list  # noqa: E402
+from paint_ray.recipe import PAPER_EPOCHS, PAPER_SEARCH_SPACE  # noqa: E402
 
 PRESETS = {
     "embedded": dict(models=["toy-m"], patch_tasks=["digits", "counting"], supported=["shapes", "colors"],
@@ -21,7 +22,7 @@ PRESETS = {
                   patch_tasks=["cars", "dtd", "eurosat", "gtsrb", "kitti_distance", "mnist", "resisc45", "sun397",
                                "svhn"],
                   supported=["imagenet"],
-                  search_space={"lr": [1e-5], "steps": [2000], "warmup_steps": [500], "augment_shift": [22]}),
+                  search_space=PAPER_SEARCH_SPACE, epochs=PAPER_EPOCHS),   # the reference recipe (recipe.py)
 }
 
 

@@ -2,7 +2,8 @@
 
 Embedded preset (default, offline, CPU): toy-s, toy-m, toy-l x patch tasks (digits, counting), supported
 shapes and colors. Paper preset: ViT-B-32, ViT-B-16, ViT-L-14 (openai) on the paper's patch tasks with
-ImageNet as supported task (needs --data-root and the weights in the local open_clip cache).
+ImageNet as supported task (needs --data-root and the weights in the local open_clip cache), fine-tuned with
+the reference recipe (paint_ray/recipe.py) and reported beside the published figures (paint_ray/published.py).
 
     python experiments/scaling.py [--out scaling_out] [--preset embedded|paper]
 """
@@ -14,6 +15,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a checkout without install
 
 from paint_ray.cli.study import main_for  # noqa: E402
+from paint_ray.recipe import PAPER_EPOCHS, PAPER_SEARCH_SPACE  # noqa: E402
 
 PRESETS = {
     "embedded": dict(models=["toy-s", "toy-m", "toy-l"], patch_tasks=["digits", "counting"],
@@ -22,8 +24,7 @@ PRESETS = {
                   patch_tasks=["cars", "dtd", "eurosat", "gtsrb", "kitti_distance", "mnist", "resisc45",
                                "sun397", "svhn"],
                   supported=["imagenet"],
-                  search_space={"lr": [1e-5], "steps": [2000], "batch_size": [128], "warmup_steps": [500],
-                                "augment_shift": [22]}),
+                  search_space=PAPER_SEARCH_SPACE, epochs=PAPER_EPOCHS),   # the reference recipe (recipe.py)
 }
 
 if __name__ == "__main__":

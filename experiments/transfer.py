@@ -15,6 +15,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from paint_ray.cli.study import main_for  # noqa: E402
+from paint_ray.recipe import PAPER_EPOCHS, PAPER_SEARCH_SPACE  # noqa: E402
 
 # Not `digits` itself: it contains both halves, so "transfer" to it would partly be the patch task again.
 EMBEDDED_TASKS = ["digits_0to4", "digits_5to9", "typed_digits", "counting", "counting_seen"]
@@ -24,7 +25,7 @@ PRESETS = {
                      extra_tasks=EMBEDDED_TASKS, search_space={"lr": [3e-4], "steps": [200]}),
     "paper": dict(models=["ViT-B-32:openai"], patch_tasks=["eurosat", "resisc45", "mnist", "svhn"],
                   supported=["imagenet"], extra_tasks=["eurosat", "resisc45", "mnist", "svhn"],
-                  search_space={"lr": [1e-5], "steps": [2000], "warmup_steps": [500], "augment_shift": [22]}),
+                  search_space=PAPER_SEARCH_SPACE, epochs=PAPER_EPOCHS),   # the reference recipe (recipe.py)
 }
 
 

@@ -95,6 +95,8 @@ class StudyConfig:
     alphas: list[float]
     out: str
     search_space: dict[str, list] = field(default_factory=lambda: {"lr": [3e-4], "steps": [200]})
+    # task -> epochs a single-task job trains (converted to steps: recipe.resolve); tasks not listed train `steps`
+    epochs: dict[str, float] = field(default_factory=dict)
     # evaluated on every patched model and reported, but not used to choose α (transfer, case studies)
     extra_tasks: list[str] = field(default_factory=list)
     data_root: str | None = None
@@ -110,12 +112,14 @@ class StudyConfig:
     mlflow: bool = True
     progress: bool = True
     device: str | None = None           # local backend: cpu or cuda[:N] (default: cuda when visible)
+    eval_memory: int | None = None      # bytes of eval data each evaluator keeps resident (memory.py)
 
-    def validate(self) -> None:
-        """Every check that needs no model, no data and no Ray: run before anything expensive."""
+    def validate(self, data: bool = True) -> None:
+        """Every check that needs no model, no data and no Ray: run before anything expensive. With
+        data=False (`--plan`), task names are checked without looking for their data."""
         from .models.registry import check_spec
         from .results import ensure_writable
-        from .tasks import get_task
+        from .tasks import get_task, task_names
         if not self.models:
             raise PaintRayError("no model given; e.g. --models toy-m")
         for spec in self.models:
@@ -123,7 +127,10 @@ class StudyConfig:
         if not self.patch_tasks:
             raise PaintRayError("no patch task given; e.g. --patch digits")
         for t in [*self.patch_tasks, *self.supported, *self.extra_tasks]:
-            get_task(t, self.data_root)
+            if data:
+                get_task(t, self.data_root)
+            elif t not in task_names():
+                raise unknown("task", t, task_names())
         both = set(self.patch_tasks) & set(self.supported)
         if both:
             raise PaintRayError(f"task {sorted(both)[0]!r} is both a patch task and supported; a task is either "
@@ -145,13 +152,22 @@ class StudyConfig:
                 raise PaintRayError("a hyperparameter grid is empty; give at least one value")
         for recipe in self.recipes():
             recipe.validate()
+        for task, e in self.epochs.items():
+            if isinstance(e, bool) or not isinstance(e, (int, float)) or not (math.isfinite(e) and e > 0):
+                raise PaintRayError(f"epochs {shown(e)} for task {task!r} must be a number above 0")
         if self.resources is not None:
             self.resources.validate()
         if self.evaluators is not None and self.evaluators < 1:
             raise PaintRayError(f"--evaluators {self.evaluators} must be >= 1 (or leave it out: one per GPU or CPU)")
         if self.device is not None:
             check_device(self.device)
-        ensure_writable(self.out)
+        if self.eval_memory is not None:
+            from .memory import check_budget, image_size_of_spec
+            sizes = [image_size_of_spec(m) for m in self.models]
+            for size in {s for s in sizes if s}:      # unknown sizes are checked once the model is loaded
+                check_budget(self.eval_memory, size)
+        if data:
+            ensure_writable(self.out)
 
     def recipes(self) -> list[FinetuneConfig]:
         """Every point of the hyperparameter grid, as a fine-tuning recipe."""

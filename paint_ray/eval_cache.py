@@ -47,11 +47,12 @@ def entry_dir(task: Task, split: str, image_size: int) -> Path:
     return cache_root() / f"{task.name}-{split}-{image_size}px-{cache_key(task, split, image_size)}"
 
 
-class _Decoded(Dataset):
-    """Decode + resize one item (in a DataLoader worker); failures come back as one-line messages."""
+class Decoded(Dataset):
+    """`resize(image, size)` of one item (in a DataLoader worker), CHW uint8; failures come back as one-line
+    messages. Shared by the eval cache (resize + centre crop) and the train cache (whole image, bounded)."""
 
-    def __init__(self, data, image_size: int):
-        self.data, self.image_size = data, image_size
+    def __init__(self, data, size: int, resize=None):
+        self.data, self.size, self.resize = data, size, resize or resize_center_crop
 
     def __len__(self) -> int:
         return len(self.data)
@@ -59,7 +60,7 @@ class _Decoded(Dataset):
     def __getitem__(self, i: int):
         try:
             image, label = self.data[i]
-            return resize_center_crop(image, self.image_size).transpose(2, 0, 1), int(label), None
+            return self.resize(image, self.size).transpose(2, 0, 1), int(label), None
         except Exception as e:  # noqa: BLE001 - any unreadable item becomes one line, not a worker traceback
             first = str(e).splitlines()[0] if str(e) else ""
             return None, -1, f"item {i}: {type(e).__name__}: {first}"
@@ -74,8 +75,16 @@ def decode_into(data, image_size: int, images: np.ndarray, labels: np.ndarray, d
                 progress: bool = True) -> None:
     """Fill images (N x 3 x S x S uint8) and labels (N) from any map-style (image, label) dataset, in order."""
     from tqdm.auto import tqdm
+
+    from .data import prepare
+    from .tasks import ArraySplit
     n = len(data)
-    loader = DataLoader(_Decoded(data, image_size), batch_size=BATCH, num_workers=_workers(n),
+    if isinstance(data, ArraySplit):     # generated in memory: one vectorised pass, same bytes as per item
+        ready = prepare(data, image_size)
+        images[:] = ready.images.numpy()
+        labels[:] = ready.labels.numpy()
+        return
+    loader = DataLoader(Decoded(data, image_size), batch_size=BATCH, num_workers=_workers(n),
                         collate_fn=list, shuffle=False)
     gb = n * 3 * image_size * image_size / 1e9
     bar = tqdm(total=n, unit="img", desc=f"{desc} ({n:,} images → {gb:.2f} GB uint8 at {image_size}px)",

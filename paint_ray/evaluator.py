@@ -15,11 +15,13 @@ from itertools import groupby
 
 import torch
 
+from .answer_groups import Groups, as_groups, restrict
 from .data import PreparedSplit
 from .finetune import batch_logits
 from .interpolate import interpolate_, tensors_of
 from .precision import inference_autocast
 from .models.normalize import to_model_input
+from .streaming import batches
 
 ZERO_SHOT = "zeroshot"
 
@@ -47,10 +49,12 @@ class Evaluator:
         self.weights: dict[str, list[torch.Tensor]] = {}
         self.starts: dict[str, list[torch.Tensor]] = {}   # θ1 keys whose α = 0 is not θ0 (sequential)
         self.heads: dict[str, torch.Tensor] = {}
+        self.groups: dict[str, torch.Tensor | None] = {}   # multiple-choice tasks' answer groups
         self.splits: dict[tuple[str, str], PreparedSplit] = {}
         # content keys of what is held under each name: a name whose key changes is replaced, with its memo
         self.head_keys: dict[str, str] = {}
         self.split_keys: dict[tuple[str, str], str] = {}
+        self.resident: dict[tuple[str, str], bool] = {}
         self.memo: dict[Cell, dict] = {}
         self.current: tuple[str, float] | None = (ZERO_SHOT, 0.0)
         self.loads = 0            # weights, heads and splits transferred in: a reused actor adds none
@@ -73,19 +77,38 @@ class Evaluator:
             self.current = None
         self.loads += 1
 
-    def add_head(self, task: str, head: torch.Tensor, key: str = "") -> None:
+    def add_head(self, task: str, head: torch.Tensor, key: str = "", groups: Groups = None) -> None:
+        """A task's head; `groups` (one id per head row) makes it multiple-choice (answer_groups.py)."""
         if task in self.heads and self.head_keys.get(task) != key:
             self._forget_task(task)
+        self.groups[task] = as_groups(groups, len(head), self.device)
         self.heads[task] = head.to(self.device, torch.float32)
         self.head_keys[task] = key
         self.loads += 1
 
-    def add_split(self, task: str, split: str, data: PreparedSplit, key: str = "") -> None:
+    def add_split(self, task: str, split: str, data: PreparedSplit, key: str = "", resident: bool = True) -> None:
+        """A split (or a shard of one, under its own name). Resident: copied onto the device; otherwise it
+        stays where it is (a memory-mapped cache entry) and streams batch by batch (streaming.py)."""
         if (task, split) in self.splits and self.split_keys.get((task, split)) != key:
             self._forget_task(task, split)
-        self.splits[(task, split)] = data if data.images.device == self.device else data.to(self.device)
+        if resident:     # (a caller that wants a memory map in RAM on the CPU copies it first: EvaluatorHost)
+            data = data.to(self.device)
+        self.splits[(task, split)] = data
         self.split_keys[(task, split)] = key
+        self.resident[(task, split)] = resident
         self.loads += 1
+
+    def drop_split(self, task: str, split: str) -> None:
+        """Let a split go (its memoised cells go with it)."""
+        if (task, split) in self.splits:
+            self._forget_task(task, split)
+            for d in (self.splits, self.split_keys, self.resident):
+                d.pop((task, split), None)
+
+    @property
+    def resident_bytes(self) -> int:
+        """Bytes of eval data held resident (what counts against an evaluator's budget)."""
+        return sum(d.images.nelement() + d.labels.nelement() * 8 for k, d in self.splits.items() if self.resident[k])
 
     def _forget_task(self, task: str, split: str | None = None) -> None:
         """Drop memoised cells computed with an old head or split of `task`."""
@@ -111,15 +134,17 @@ class Evaluator:
         self.current = (weights, alpha)
 
     @torch.inference_mode()
-    def _accuracy(self, task: str, split: str) -> tuple[float, int]:
+    def _correct(self, task: str, split: str) -> tuple[int, int]:
+        """(correct predictions, examples): counts, so shards of one split add up exactly."""
         data, head = self.splits[(task, split)], self.heads[task]
         correct = torch.zeros((), dtype=torch.long, device=self.device)
-        for start in range(0, len(data), self.batch_size):
-            x = to_model_input(data.images[start:start + self.batch_size], self.visual)
+        for images, labels in batches(data.images, data.labels, self.device, self.batch_size):
+            x = to_model_input(images, self.visual)
             with inference_autocast(self.device):
                 logits = batch_logits(self.visual, head, x)
-            correct += (logits.argmax(-1) == data.labels[start:start + self.batch_size]).sum()
-        return int(correct) / max(1, len(data)), len(data)
+            logits = restrict(logits, labels, self.groups.get(task))
+            correct += (logits.argmax(-1) == labels).sum()
+        return int(correct), len(data)
 
     def evaluate(self, cells: Iterable[Cell]) -> list[dict]:
         """One row per cell: the cell's fields plus accuracy, n and seconds (0 when reused)."""
@@ -134,8 +159,9 @@ class Evaluator:
             self.set_model(weights, alpha)
             for c in group:
                 start = time.perf_counter()
-                acc, n = self._accuracy(c.task, c.split)
-                self.memo[c] = {"accuracy": acc, "n": n, "seconds": time.perf_counter() - start}
+                correct, n = self._correct(c.task, c.split)
+                self.memo[c] = {"accuracy": correct / max(1, n), "correct": correct, "n": n,
+                                "seconds": time.perf_counter() - start}
         return [{**asdict(c), **self.memo[self._canonical(c)]} for c in cells]
 
     def _canonical(self, c: Cell) -> Cell:

@@ -11,14 +11,18 @@ from .tasks import Task
 
 
 @torch.no_grad()
-def zero_shot_head(model: torch.nn.Module, tokenizer, task: Task, device: torch.device | str = "cpu") -> torch.Tensor:
-    """C x D head for `task` (logit scale folded in), on `device`."""
+def zero_shot_head(model: torch.nn.Module, tokenizer, task: Task, device: torch.device | str = "cpu",
+                   batch_size: int = 1024) -> torch.Tensor:
+    """C x D head for `task` (logit scale folded in), on `device`.
+
+    Prompts of all classes are encoded in batches of `batch_size`, not one class at a time: a multiple-choice
+    task (VQA) has a class per question-answer pair, tens of thousands of them with one prompt each.
+    """
     model = model.to(device).eval()
-    rows = []
-    for classname in task.classnames:
-        tokens = tokenizer(task.prompts(classname)).to(device)
-        emb = model.encode_text(tokens).float()
-        emb = emb / emb.norm(dim=-1, keepdim=True)
-        mean = emb.mean(dim=0)
-        rows.append(mean / mean.norm())
-    return torch.stack(rows) * model.logit_scale.exp().float()
+    prompts = [p for classname in task.classnames for p in task.prompts(classname)]
+    embs = []
+    for start in range(0, len(prompts), batch_size):
+        emb = model.encode_text(tokenizer(prompts[start:start + batch_size]).to(device)).float()
+        embs.append(emb / emb.norm(dim=-1, keepdim=True))
+    mean = torch.cat(embs).view(len(task.classnames), len(task.templates), -1).mean(dim=1)
+    return mean / mean.norm(dim=-1, keepdim=True) * model.logit_scale.exp().float()

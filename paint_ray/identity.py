@@ -20,5 +20,10 @@ def digest(obj, length: int = 16) -> str:
 
 
 def task_key(task) -> str:
-    """What an accuracy on `task` depends on besides the model: its data and its head's prompts."""
-    return digest([task.name, task.fingerprint, list(task.classnames), list(task.templates)])
+    """What an accuracy on `task` depends on besides the model: its data, its head's prompts and, for a
+    multiple-choice task, which answers each example is scored against."""
+    parts = [task.name, task.fingerprint, list(task.classnames), list(task.templates)]
+    groups = getattr(task, "answer_groups", None)
+    if groups is not None:      # appended only when present, so ordinary tasks keep the keys they had
+        parts.append(["answer_groups", [int(g) for g in groups]])
+    return digest(parts)

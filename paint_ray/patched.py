@@ -31,12 +31,18 @@ class PatchedBundle:
     folder: Path | None = None
 
     @torch.inference_mode()
-    def predict(self, task: str, images_uint8: torch.Tensor) -> torch.Tensor:
-        """Class indices for uint8 N x 3 x S x S images on `task`'s zero-shot head."""
+    def predict(self, task: str, images_uint8: torch.Tensor, groups=None, labels: torch.Tensor | None = None
+                ) -> torch.Tensor:
+        """Class indices for uint8 N x 3 x S x S images on `task`'s zero-shot head. For a multiple-choice task
+        give its answer groups and each image's label (or any class of its question): each image is then
+        answered among its own question's answers (answer_groups.py)."""
+        from .answer_groups import as_groups, restrict
         from .finetune import batch_logits
         from .models.normalize import to_model_input
         visual = self.model.visual.eval()
-        out = [batch_logits(visual, self.heads[task], to_model_input(images_uint8[i:i + 512], visual)).argmax(-1)
+        groups = as_groups(groups)
+        out = [restrict(batch_logits(visual, self.heads[task], to_model_input(images_uint8[i:i + 512], visual)),
+                        labels[i:i + 512] if groups is not None else None, groups).argmax(-1)
                for i in range(0, len(images_uint8), 512)]
         return torch.cat(out)
 

@@ -116,6 +116,10 @@ class Pipeline:
             if spec in EMBEDDED:          # pretrained once, here, so no trial or actor races to do it
                 ensure_embedded(spec, progress=cfg.progress)
             loaded = load_model(spec, progress=cfg.progress)
+            if cfg.eval_memory is not None:        # sizes unknown before loading (hub models), still before training
+                from .data import image_size_of
+                from .memory import check_budget
+                check_budget(cfg.eval_memory, image_size_of(loaded.model.visual))
             self.models[spec] = loaded
             self.refs[spec] = ModelRef(spec, loaded.digest, loaded.pretrained, loaded.arch,
                                        sum(p.numel() for p in loaded.model.visual.parameters()))
@@ -129,10 +133,16 @@ class Pipeline:
     # ---- 2. fine-tuning ---------------------------------------------------------------------
     def jobs(self, spec: str, tasks: Sequence[str], mode: str = "single", start: Path | None = None,
              start_key: str | None = None) -> list[FinetuneJob]:
-        """One job per recipe of the study's hyperparameter grid."""
+        """One job per recipe of the study's hyperparameter grid. A single-task job trains its task's epochs
+        where `cfg.epochs` lists them (converted to steps from the train split's size), else the recipe's steps."""
+        recipes = self.cfg.recipes()
+        if len(tasks) == 1 and tasks[0] in self.cfg.epochs:
+            from .recipe import resolve
+            n_train = len(self.tasks[tasks[0]].split("train"))
+            recipes = [resolve(r, tasks[0], n_train, self.cfg.epochs) for r in recipes]
         return [FinetuneJob(self.refs[spec], tuple(tasks), tuple(self.task_keys[t] for t in tasks), recipe,
                             self.cfg.data_root, str(start) if start else None, start_key, mode)
-                for recipe in self.cfg.recipes()]
+                for recipe in recipes]
 
     def finetune(self, jobs: list[FinetuneJob]) -> list[TrialResult]:
         t = time.time()

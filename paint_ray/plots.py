@@ -11,9 +11,10 @@ import pandas as pd  # noqa: E402
 
 
 def frontier_plot(table: pd.DataFrame, chosen_alpha: float, title: str, path: str | Path,
-                  split: str = "val") -> Path:
+                  split: str = "val", published: list[dict] | None = None) -> Path:
     """Supported vs patch accuracy over α: points labelled with α, zero-shot and fine-tuned marked,
-    the chosen α highlighted, the Pareto front drawn."""
+    the chosen α highlighted, the Pareto front drawn; `published` figures (published_report.plot_marks,
+    test accuracies: give split="test") as labelled lines and a curve."""
     x, y = 100 * table[f"patch_{split}"], 100 * table[f"supported_{split}"]
     fig, ax = plt.subplots(figsize=(6, 4.5), dpi=110)
     ax.plot(x, y, "-", color="0.75", zorder=1)
@@ -30,11 +31,21 @@ def frontier_plot(table: pd.DataFrame, chosen_alpha: float, title: str, path: st
     sel = table["alpha"] == chosen_alpha
     ax.scatter(x[sel], y[sel], marker="*", s=260, color="gold", edgecolor="k", zorder=4,
                label=f"chosen α = {chosen_alpha:g}")
+    for mark in published or []:
+        style = {"color": "tab:purple", "lw": 1.0, "alpha": 0.8, "zorder": 0}
+        if mark["kind"] == "vline":
+            ax.axvline(mark["x"], ls="--" if "zero-shot" in mark["label"] else ":", label=f"published: {mark['label']}",
+                       **style)
+        elif mark["kind"] == "hline":
+            ax.axhline(mark["y"], ls="-.", label=f"published: {mark['label']}", **style)
+        elif mark["kind"] == "curve":
+            px, py = zip(*mark["points"])
+            ax.plot(px, py, "x-", ms=5, label=mark["label"], **style)
     ax.set_xlabel(f"patch task accuracy ({split}, %)")
     ax.set_ylabel(f"supported tasks accuracy ({split}, %)")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower left")
+    ax.legend(fontsize=7, loc="best" if published else "lower left")
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from . import published
 from .config import shown
 from .errors import PaintRayError
 
@@ -78,7 +79,8 @@ def log_study(result, uri: str, register: bool = False, identity: dict | None = 
     run_ids = {}
     for pm in result.patched:
         key = digest([pm.weights.key, pm.patch, pm.mode, anchored(cfg.alphas), cfg.rule, cfg.max_drop,
-                      cfg.supported, cfg.extra_tasks, identity or {}])
+                      cfg.supported, cfg.extra_tasks, identity or {}]
+                     + ([f"published-{published.VERSION}"] if published.covers(pm.model) else []))
         found = _existing_run(client, exp_id, key)
         if found is not None:
             run_ids[_run_label(pm)] = found.info.run_id
@@ -124,11 +126,13 @@ def _log_patched_run(client, exp_id: str, rid: str, pm, result) -> dict:
     metrics.append(Metric("chosen_alpha", sel.alpha, now, 0))
     client.log_batch(rid, metrics=metrics, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
     client.log_table(rid, table, "frontier.json")
+    from .published_report import log_published
+    marks, published_note = log_published(client, rid, pm, cfg.supported)   # nothing for uncovered models
     if pm.coefficient_table is not None:
         client.log_table(rid, pm.coefficient_table, "coefficients.json")
     with tempfile.TemporaryDirectory() as tmp:
         png = frontier_plot(table, sel.alpha, f"{pm.model}: patch {pm.patch} vs {', '.join(cfg.supported)}",
-                            Path(tmp) / "frontier.png")
+                            Path(tmp) / "frontier.png", split="test" if marks else "val", published=marks)
         client.log_artifact(rid, str(png))
         from . import cache
         from .models.checkpoints import load_tensors
@@ -144,7 +148,7 @@ def _log_patched_run(client, exp_id: str, rid: str, pm, result) -> dict:
                               {"run_id": rid, "patch": pm.patch, "model_spec": pm.model})
         client.log_artifacts(rid, str(folder), ARTIFACT_MODEL)
     # the run's overview shows its description first: the headline figures and the frontier plot
-    client.set_tag(rid, "mlflow.note.content", _description(pm, summary, rid))
+    client.set_tag(rid, "mlflow.note.content", _description(pm, summary, rid, published_note))
     trials = result.trials[(result.trials.model == pm.model) & (result.trials.patch == pm.patch)
                            & (result.trials["mode"] == pm.mode)]
     for tr in trials.itertuples():
@@ -152,14 +156,15 @@ def _log_patched_run(client, exp_id: str, rid: str, pm, result) -> dict:
     return summary
 
 
-def _description(pm, summary: dict, rid: str) -> str:
+def _description(pm, summary: dict, rid: str, published_note: str = "") -> str:
     """Markdown for the run page: what was patched, the chosen point, and the frontier plot itself."""
     return (f"**PAINT**: {pm.model} patched on {pm.patch} ({pm.mode}) at α = {pm.selection.alpha:g} "
             f"({pm.selection.describe()}).\n\n"
             f"Patch task {summary['patch_zero_shot']:.1%} → {summary['patch_patched']:.1%} "
             f"(gain {100 * summary['gain']:+.1f} points); supported {summary['supported_zero_shot']:.1%} → "
             f"{summary['supported_patched']:.1%} (drop {100 * summary['drop']:.1f} points), test accuracy.\n\n"
-            f"![accuracy frontier](get-artifact?path=frontier.png&run_uuid={rid})")
+            + (f"{published_note}\n\n" if published_note else "")
+            + f"![accuracy frontier](get-artifact?path=frontier.png&run_uuid={rid})")
 
 
 def _run_label(pm) -> str:

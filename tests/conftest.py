@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 # Set before paint_ray is imported anywhere, so every cache lands in a throwaway home.
-_HOME = tempfile.mkdtemp(prefix="paint_ray_test_home_")
+# PAINT_RAY_TEST_HOME keeps one home across local runs (toy-xs is then pretrained once); CI leaves it unset.
+_HOME = os.environ.get("PAINT_RAY_TEST_HOME") or tempfile.mkdtemp(prefix="paint_ray_test_home_")
 os.environ["PAINT_RAY_HOME"] = _HOME
 # A Hugging Face cache of the session's own (tests write hub entries into it), offline, set before anything
 # imports huggingface_hub or starts Ray, so the driver and every Ray worker read the same one.

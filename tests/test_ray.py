@@ -69,18 +69,24 @@ def test_study_runs_then_rerun_resumes_and_live_reuse_loads_nothing(ray_local, t
     new = live.sweep(TINY, alphas=[0.25, 0.75], weights=mine, tasks=["colors", "shapes"], progress=False)
     assert len(new) == 2 * 2 * 2 * 2                  # θ1s x alphas x tasks x splits
     assert {n: inv["loads"] for n, inv in live.evaluators().items()} == loads   # loaded nothing
-    def lacking(inv) -> int:   # typed_digits' head and splits this evaluator does not hold yet
-        h = held(inv)
-        return ("typed_digits" not in h["heads"]) + sum(f"typed_digits/{s}" not in h["splits"]
-                                                         for s in ("val", "test"))
-    # another test of this session may have sent typed_digits already: expect exactly what is missing
-    expected = sum(loads.values()) + sum(lacking(inv) for inv in before.values())
+    def tiny_id(inv) -> str:
+        return next(d for d, m in inv["models"].items() if m["label"] == TINY)
+
+    def typed(inv) -> list[dict]:      # typed_digits shards this evaluator holds for the tiny model
+        return [s for s in inv["shards"] if s["task"] == "typed_digits" and s["model"] == tiny_id(inv)]
     more = live.sweep(TINY, alphas=[0.5], tasks=["typed_digits"], weights=mine, progress=False)
     assert set(more["eval_task"]) == {"typed_digits"}
     after = live.evaluators()
-    # the missing head and two shared splits, once per evaluator, nothing else
-    assert sum(inv["loads"] for inv in after.values()) == expected
-    assert all(lacking(inv) == 0 for inv in after.values())
+    # what was sent: the head to each evaluator lacking it, each split's rows once (placed, not copied to
+    # every evaluator), and θ1s (by name) only where that data now is; nothing else
+    heads = sum("typed_digits" not in held(inv)["heads"] for inv in before.values())
+    shards = sum(len(typed(after[n])) - len(typed(before[n])) for n in after)
+    weights = sum(len(held(after[n])["weights"]) - len(held(before[n])["weights"]) for n in after)
+    assert sum(inv["loads"] for inv in after.values()) == sum(loads.values()) + heads + shards + weights
+    for split, n in (("val", 500), ("test", 1000)):
+        rows = sorted((s["start"], s["stop"]) for inv in after.values() for s in typed(inv) if s["split"] == split)
+        assert rows[0][0] == 0 and rows[-1][1] == n and all(a[1] == b[0] for a, b in zip(rows, rows[1:]))
+    assert all("typed_digits" in held(inv)["heads"] for inv in after.values())
     assert not new.duplicated(KEY).any()
 
 

@@ -14,7 +14,9 @@ from ..finetune import FinetuneConfig
 from ..identity import digest
 from ..paths import home
 
-FINETUNE_VERSION = "1"     # bumped when the training loop changes what a recipe produces
+# bumped when the training loop changes what a recipe produces (2: CUDA fine-tuning is fp32 unless the recipe
+# asks for bf16; it used to be bf16 autocast under the same recipe)
+FINETUNE_VERSION = "2"
 
 
 def set_key(model_digest: str, theta1_key: str, start_key: str | None) -> str:

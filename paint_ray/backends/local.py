@@ -12,6 +12,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import cache
+from ..answer_groups import groups_of
 from ..data import image_size_of, prepare_task
 from ..evaluator import Cell, Evaluator, drift
 from ..finetune import Finetuner, accuracy, visual_state
@@ -24,8 +25,9 @@ from . import FinetuneJob, TrialResult, WeightSet, Work
 
 
 class LocalBackend:
-    def __init__(self, device: str | None = None, data_root: str | None = None):
+    def __init__(self, device: str | None = None, data_root: str | None = None, eval_memory: int | None = None):
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.eval_memory = eval_memory       # None: every split resident (one process, one device)
         self.data_root = data_root
         self.models = {}                       # model digest -> LoadedModel
         self.evaluators: dict[str, Evaluator] = {}
@@ -47,6 +49,7 @@ class LocalBackend:
         loaded = self.models[job.model.digest]
         tasks = [get_task(n, job.data_root) for n in job.tasks]
         heads = {t.name: cache.cached_head(loaded, t, self.device) for t in tasks}
+        groups = {t.name: groups_of(t) for t in tasks}      # None for all but multiple-choice tasks
         size = image_size_of(loaded.model.visual)
         visual = copy.deepcopy(loaded.model.visual)
         if job.start:
@@ -55,13 +58,15 @@ class LocalBackend:
         if cached is not None:
             load_floating_state(visual, cached, f"cached θ1 {job.path}")
         else:
-            trains = {t.name: prepare_task(t, "train", size) for t in tasks}
+            from ..train_cache import train_split
+            trains = {t.name: train_split(t, job.recipe, size) for t in tasks}
             single = len(tasks) == 1
             Finetuner(visual, heads[tasks[0].name] if single else heads, trains[tasks[0].name] if single else trains,
-                      job.recipe, self.device).run(progress=progress,
+                      job.recipe, self.device, groups[tasks[0].name] if single else groups).run(progress=progress,
                                                    desc=f"fine-tuning {job.model.spec} on {'+'.join(job.tasks)}")
             save_tensors(visual_state(visual), job.path, metadata={"job": job.key})
-        val = sum(accuracy(visual, heads[t.name], prepare_task(t, "val", size), self.device) for t in tasks) / len(tasks)
+        val = sum(accuracy(visual, heads[t.name], prepare_task(t, "val", size), self.device, groups=groups[t.name])
+                  for t in tasks) / len(tasks)
         return TrialResult(job, val, [{"step": job.recipe.steps, "patch_val_acc": val}], cached=cached is not None)
 
     # ---- evaluation -------------------------------------------------------------------------
@@ -82,10 +87,13 @@ class LocalBackend:
             task = get_task(name, self.data_root)
             key = task_key(task)
             if not ev.holds_head(name, key):
-                ev.add_head(name, cache.cached_head(loaded, task), key)
+                ev.add_head(name, cache.cached_head(loaded, task), key, task.answer_groups)
             for split in splits:
                 if not ev.holds_split(name, split, key):
-                    ev.add_split(name, split, prepare_task(task, split, size), key)
+                    data = prepare_task(task, split, size)
+                    fits = self.eval_memory is None or \
+                        ev.resident_bytes + data.images.nelement() + 8 * len(data) <= self.eval_memory
+                    ev.add_split(name, split, data, key, resident=fits)    # else it streams from the cache
         return ev
 
     def evaluate(self, work: Work, on_rows, progress: bool = True) -> None:

@@ -114,8 +114,10 @@ def _cmd_load(args: argparse.Namespace) -> int:
         from ..tasks import get_task
         if args.evaluate not in bundle.heads:
             raise unknown("task for this patched model", args.evaluate, bundle.heads)
-        data = prepare_task(get_task(args.evaluate, args.data_root), "test", image_size_of(bundle.model.visual))
-        acc = float((bundle.predict(args.evaluate, data.images) == data.labels).float().mean())
+        task = get_task(args.evaluate, args.data_root)
+        data = prepare_task(task, "test", image_size_of(bundle.model.visual))
+        predicted = bundle.predict(args.evaluate, data.images, task.answer_groups, data.labels)
+        acc = float((predicted == data.labels).float().mean())
         print(f"{args.evaluate} test accuracy: {acc:.4f} (n={len(data)})")
     return 0
 

@@ -1,4 +1,7 @@
-"""`paint-ray data check TASK --data-root DIR [--json] [--download]`: is a dataset there, and as expected?"""
+"""`paint-ray data check TASK --data-root DIR [--json] [--download]`: is a dataset there, and as expected?
+
+`paint-ray data splits TASK --data-root DIR --out OUT`: every split's file list as CSV, to compare splits exactly.
+"""
 from __future__ import annotations
 
 import argparse
@@ -18,6 +21,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     c.add_argument("--download", action="store_true",
                    help="first fetch the dataset with torchvision's downloader, where one exists")
     c.set_defaults(func=check)
+    e = sub.add_parser("splits", help="write each split's images (path or FILE#record, label) as TASK-SPLIT.csv")
+    e.add_argument("task", help="task name (paint_ray.tasks.task_names())")
+    e.add_argument("--data-root", default=None, help="root folder holding the datasets")
+    e.add_argument("--out", default=".", help="folder to write TASK-train.csv, TASK-val.csv, TASK-test.csv into")
+    e.set_defaults(func=splits)
 
 
 def download(name: str, data_root: str | None) -> None:
@@ -66,6 +74,8 @@ def summary(name: str, data_root: str | None) -> dict:
                                     f"({len(task.classnames)} classes)")
         out["splits"][split] = {"size": len(data), "item0_label": label,
                                 "item0_class": task.classnames[label] if label is not None else None}
+    from ..tasks.paper.records import PARTITIONS
+    out["partition"] = PARTITIONS.get(task.name, "generated in memory with its own seed")
     out["val_indices"] = getattr(task.loader, "val_indices", None)
     out["val_source"] = getattr(task.loader, "val_source", "generated in memory with its own seed")
     return out
@@ -79,6 +89,7 @@ def _text(s: dict) -> str:
     for split, info in s["splits"].items():
         sample = f"item 0: label {info['item0_label']} ({info['item0_class']!r})" if info["size"] else "empty"
         lines.append(f"{split:>5}: {info['size']:>8,} images   {sample}")
+    lines.append(f"partition: {s['partition']}")
     n_val = len(s["val_indices"]) if s["val_indices"] is not None else 0
     lines.append(f"  val: {n_val:,} indices from {s['val_source']}" if s["val_indices"] is not None
                  else f"  val: {s['val_source']}")
@@ -90,4 +101,43 @@ def check(args: argparse.Namespace) -> int:
         download(args.task, args.data_root)
     s = summary(args.task, args.data_root)
     print(json.dumps(s) if args.json else _text(s))
+    return 0
+
+
+def export_splits(name: str, data_root: str | None, out: str | Path) -> dict[str, Path]:
+    """Write OUT/NAME-{train,val,test}.csv (columns index, path_or_id, label; one row per item in split order);
+    returns the paths. Paths are relative to the data root, so two copies of a dataset give equal files."""
+    import csv
+
+    from ..tasks import SPLITS, get_task
+    from ..tasks.paper.records import records
+    task = get_task(name, data_root)
+    root = getattr(task.loader, "root", None)
+    folder = Path(out).expanduser()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise PaintRayError(f"--out {str(folder)!r} cannot be created ({e.strerror or e}); give a writable folder") \
+            from e
+    written = {}
+    for split in SPLITS:
+        rows = records(task.split(split), root, name, split)
+        path = folder / f"{name}-{split}.csv"
+        tmp = path.with_name(f".{path.name}.tmp")
+        with open(tmp, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["index", "path_or_id", "label"])
+            writer.writerows((i, ident, label) for i, (ident, label) in enumerate(rows))
+        tmp.replace(path)
+        written[split] = path
+    return written
+
+
+def splits(args: argparse.Namespace) -> int:
+    from ..tasks.paper.records import PARTITIONS
+    written = export_splits(args.task, args.data_root, args.out)
+    for split, path in written.items():
+        n = sum(1 for _ in open(path)) - 1
+        print(f"{split:>5}: {n:>8,} rows  {path}")
+    print(f"partition: {PARTITIONS.get(args.task, 'generated in memory with its own seed')}")
     return 0

@@ -47,13 +47,15 @@ def get_evaluator(name: str) -> ray.actor.ActorHandle:
     return ray.get_actor(name, namespace=NAMESPACE)
 
 
-def ensure_evaluators(study: str, n: int, cpus: float = 1.0, gpus: float = 0.0, threads: int | None = None) -> list:
-    """The study's evaluators 0..n-1: live ones are reused as they are, missing ones are created."""
+def ensure_evaluators(study: str, n: int, cpus: float = 1.0, gpus: float = 0.0, threads: int | None = None,
+                      budget: int | None = None) -> list:
+    """The study's evaluators 0..n-1: live ones are reused as they are (their budget included), missing ones
+    are created with `budget` bytes of resident eval data (default: memory.default_budget on their device)."""
     handles = []
     for i in range(n):
         opts = dict(name=_name(study, i), namespace=NAMESPACE, lifetime="detached", get_if_exists=True,
                     num_cpus=cpus, num_gpus=gpus, scheduling_strategy="SPREAD", max_restarts=1)
-        handles.append(EvaluatorActor.options(**opts).remote(threads=threads or max(1, int(cpus))))
+        handles.append(EvaluatorActor.options(**opts).remote(threads=threads or max(1, int(cpus)), budget=budget))
     ray.get([h.inventory.remote() for h in handles])   # wait until placed
     return handles
 

@@ -52,7 +52,9 @@ def finetune_trial(config: dict) -> None:
     from ..interpolate import load_floating_state
     from ..models.checkpoints import load_tensors, save_tensors
     from ..models.registry import load_model
+    from ..answer_groups import groups_of
     from ..tasks import get_task
+    from ..weights_store import publish
 
     _quiet_checkpoints()
     job = config["job"]
@@ -67,6 +69,7 @@ def finetune_trial(config: dict) -> None:
                             f"{job['model_digest']} the study loaded; give every node the same checkpoint")
     tasks = [get_task(n, job["data_root"]) for n in job["tasks"]]
     heads = {t.name: cache.cached_head(loaded, t) for t in tasks}
+    groups = {t.name: groups_of(t) for t in tasks}     # multiple-choice tasks score within each question
     size = image_size_of(loaded.model.visual)
     vals = {t.name: prepare_task(t, "val", size) for t in tasks}
     visual = loaded.model.visual
@@ -75,17 +78,20 @@ def finetune_trial(config: dict) -> None:
     final = theta1_path(job["key"])
 
     def val_accuracy(v) -> float:   # mean over the trial's tasks
-        return sum(accuracy(v, heads[n], s, device) for n, s in vals.items()) / len(vals)
+        return sum(accuracy(v, heads[n], s, device, groups=groups[n]) for n, s in vals.items()) / len(vals)
     cached = cache.read_or_set_aside(final)
     if cached is not None:   # this exact job was fine-tuned before (another study or a lost trial)
         load_floating_state(visual, cached, f"cached θ1 {final}")
+        publish(final, config["storage"])
         _checkpoint(visual_state(visual), None, {METRIC: val_accuracy(visual), "step": recipe.steps,
                                                  "cached": True, "node_id": node})
         return
-    trains = {t.name: prepare_task(t, "train", size) for t in tasks}
+    from ..train_cache import train_split
+    trains = {t.name: train_split(t, recipe, size) for t in tasks}
     single = len(tasks) == 1
     tuner = Finetuner(visual, heads[tasks[0].name] if single else heads,
-                      trains[tasks[0].name] if single else trains, recipe, device)
+                      trains[tasks[0].name] if single else trains, recipe, device,
+                      groups[tasks[0].name] if single else groups)
     resumed_from = 0
     ckpt = tune.get_checkpoint()
     if ckpt:
@@ -102,6 +108,7 @@ def finetune_trial(config: dict) -> None:
                    "resumed_from": resumed_from, "node_id": node}
         if done:
             save_tensors(visual_state(t.visual), final, metadata={"job": job["key"]})
+            publish(final, config["storage"])       # evaluators on any node fetch it by name
         state = t.state_dict()
         _checkpoint(state.pop("visual"), None if done else state, metrics)
 
@@ -159,8 +166,9 @@ def run_trials(jobs: list[dict], storage: str | Path, name: str, resources: Tria
     _quiet_checkpoints()
     check_resources(resources)
     trainable = tune.with_resources(finetune_trial, resources.as_dict())
-    param_space = {"job": tune.grid_search(jobs)}
     storage = str(storage) if "://" in str(storage) else str(Path(storage).resolve())
+    # the storage also holds the finished θ1s by name (weights_store.py): it is not part of a trial's identity
+    param_space = {"job": tune.grid_search(jobs), "storage": storage}
     path = os.path.join(storage, name)
     callbacks = [_progress_callback(len(jobs), progress)]
     if tune.Tuner.can_restore(path):

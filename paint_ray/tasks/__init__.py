@@ -47,3 +47,7 @@ def _attacked(base: str) -> Callable[..., Task]:
 # Typographic-attack case study: embedded tasks with a misleading class name written on every image.
 for _base in ("shapes", "colors", "digits"):
     register(f"{_base}_attacked", _attacked(_base))
+
+# VQA case study: questions about the embedded world's scenes (multiple choice; its paper task is vqav2).
+from .vqa import vqa_task  # noqa: E402
+register("vqa", lambda data_root=None: vqa_task())

@@ -36,6 +36,9 @@ class Task:
     loader: Callable[[str], SplitData] = field(repr=False, compare=False)
     # What identifies the data for caching (generator version + seed, or dataset root + files).
     fingerprint: str = ""
+    # Multiple-choice tasks (VQA): the question each class (a question-answer pair) belongs to. An
+    # example is scored only against its label's group (answer_groups.py); None for ordinary tasks.
+    answer_groups: tuple[int, ...] | None = field(default=None, repr=False)
 
     def split(self, split: str) -> SplitData:
         if split not in SPLITS:

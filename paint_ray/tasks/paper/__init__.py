@@ -2,6 +2,7 @@
 
 Patch tasks: cars, dtd, eurosat, gtsrb, kitti_distance, mnist, resisc45, sun397, svhn.
 Supported tasks: imagenet, cifar10, cifar100, stl10, food101.
+Case study: vqav2 (VQA v2 as multiple choice, vqa.py).
 """
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from .binary import DATASETS as _BINARY
 from .common import PaperDataset
 from .files import DATASETS as _FILES
 from .kitti import DATASETS as _KITTI
+from .vqa import vqav2_task
 
 PATCH_TASKS = ("cars", "dtd", "eurosat", "gtsrb", "kitti_distance", "mnist", "resisc45", "sun397", "svhn")
 SUPPORTED_TASKS = ("imagenet", "cifar10", "cifar100", "stl10", "food101")
@@ -18,5 +20,8 @@ assert set(PAPER_DATASETS) == set(PATCH_TASKS + SUPPORTED_TASKS)
 
 # name -> factory(data_root) -> Task, the shape the task registry takes.
 PAPER_TASKS = {name: d.task for name, d in PAPER_DATASETS.items()}
+# The VQA case study's dataset: its classes come from its files (question-answer pairs), so it is a factory
+# of its own rather than a PaperDataset with fixed class names.
+PAPER_TASKS["vqav2"] = vqav2_task
 
 __all__ = ["PAPER_DATASETS", "PAPER_TASKS", "PATCH_TASKS", "SUPPORTED_TASKS", "PaperDataset"]

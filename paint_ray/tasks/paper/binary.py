@@ -135,7 +135,9 @@ class _CIFAR10(tv.CIFAR10):
         tv.VisionDataset.__init__(self, str(root))
         self.train = train
         base = Path(self.root) / self.base_folder
-        batches = [self._batch(base / f) for f, _ in (self.train_list if train else self.test_list)]
+        files = [f for f, _ in (self.train_list if train else self.test_list)]
+        batches = [self._batch(base / f) for f in files]
+        self.sources = [(f"{self.base_folder}/{f}", len(d)) for f, (d, _) in zip(files, batches)]   # split export
         self.data = np.vstack([d for d, _ in batches]).reshape(-1, 3, 32, 32).transpose((0, 2, 3, 1))  # HWC
         self.targets = [int(y) for _, t in batches for y in t]
         self._load_meta()
