@@ -163,6 +163,20 @@ def _build(data, path: Path, desc: str, progress: bool, meta: dict) -> None:
         raise
 
 
+def entry_lock(path: Path, cache: str):
+    """The acquired file lock of a cache entry (one builder per node); a one-line error when the cache's
+    folder cannot be written. Shared by the eval and the train cache."""
+    from filelock import FileLock
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(path) + ".lock")
+        lock.acquire()
+    except OSError as e:
+        raise PaintRayError(f"cannot write the {cache} under {path.parent}: {e.strerror or e}; "
+                            f"set PAINT_RAY_HOME to a writable folder") from e
+    return lock
+
+
 def cached_prepare(task: Task, split: str, image_size: int, data=None, progress: bool = True) -> PreparedSplit:
     """The split decoded and resized to `image_size` once, then read from the on-disk cache."""
     hit = lookup(task, split, image_size)
@@ -170,15 +184,8 @@ def cached_prepare(task: Task, split: str, image_size: int, data=None, progress:
         return hit
     if not task.fingerprint:   # nothing identifies the data, so nothing decoded could be safely reused
         return decode(task.split(split) if data is None else data, image_size, f"{task.name}/{split}", progress)
-    from filelock import FileLock
     path = entry_dir(task, split, image_size)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(str(path) + ".lock")
-        lock.acquire()
-    except OSError as e:
-        raise PaintRayError(f"cannot write the eval cache under {path.parent}: {e.strerror or e}; "
-                            f"set PAINT_RAY_HOME to a writable folder") from e
+    lock = entry_lock(path, "eval cache")
     try:
         hit = lookup(task, split, image_size)   # another process may have built it while we waited
         if hit is not None:

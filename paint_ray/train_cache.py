@@ -32,7 +32,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from .errors import PaintRayError
-from .eval_cache import Decoded
+from .eval_cache import Decoded, entry_lock
 from .paths import home
 from .tasks import ArraySplit, Task
 
@@ -161,14 +161,7 @@ def full_view(task: Task, split: str, image_size: int, progress: bool = True) ->
     if not task.fingerprint or isinstance(data, ArraySplit):   # generated in memory: nothing to cache
         return from_arrays([bounded(data[i][0], side) for i in range(len(data))],
                            np.array([int(data[i][1]) for i in range(len(data))], np.int64))
-    from filelock import FileLock
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(str(path) + ".lock")
-        lock.acquire()
-    except OSError as e:
-        raise PaintRayError(f"cannot write the train cache under {path.parent}: {e.strerror or e}; "
-                            f"set PAINT_RAY_HOME to a writable folder") from e
+    lock = entry_lock(path, "train cache")
     try:
         if not ((path / "meta.json").is_file() and _read(path) is not None):
             meta = {"task": task.name, "fingerprint": task.fingerprint, "split": split, "side": side,
