@@ -60,6 +60,19 @@ def anchored(alphas) -> list[float]:
     return sorted(set(check_alphas(alphas)) | {0.0, 1.0})
 
 
+def check_seeds(seeds) -> list[int]:
+    """A non-empty list of distinct integer seeds >= 0; a one-line error otherwise."""
+    seeds = list(seeds)
+    if not seeds:
+        raise PaintRayError("--seeds is empty; give e.g. 0 or 0,1")
+    bad = [s for s in seeds if isinstance(s, bool) or not isinstance(s, int) or not 0 <= s < 2 ** 64]
+    if bad:
+        raise PaintRayError(f"seed {shown(bad[0])} is not a fine-tuning seed; give an integer from 0 to 2**64 - 1")
+    if len(set(seeds)) != len(seeds):
+        raise PaintRayError(f"--seeds {','.join(map(str, seeds))} lists a seed twice")
+    return seeds
+
+
 def check_max_drop(max_drop: float | None) -> None:
     if max_drop is not None and not (math.isfinite(max_drop) and max_drop >= 0):
         raise PaintRayError(f"--max-drop {max_drop:g} must be a number >= 0 (points of supported accuracy)")
@@ -113,6 +126,8 @@ class StudyConfig:
     progress: bool = True
     device: str | None = None           # local backend: cpu or cuda[:N] (default: cuda when visible)
     eval_memory: int | None = None      # bytes of eval data each evaluator keeps resident (memory.py)
+    # fine-tuning seeds: each (model, patch task) is fine-tuned, swept and selected once per seed
+    seeds: list[int] = field(default_factory=lambda: [0])
 
     def validate(self, data: bool = True) -> None:
         """Every check that needs no model, no data and no Ray: run before anything expensive. With
@@ -150,6 +165,10 @@ class StudyConfig:
         for values in self.search_space.values():
             if not values:
                 raise PaintRayError("a hyperparameter grid is empty; give at least one value")
+        check_seeds(self.seeds)
+        if "seed" in self.search_space:
+            raise PaintRayError("give fine-tuning seeds with --seeds (each seed is selected and reported on its "
+                                "own), not as a hyperparameter to choose the best of")
         for recipe in self.recipes():
             recipe.validate()
         for task, e in self.epochs.items():
@@ -170,11 +189,15 @@ class StudyConfig:
             ensure_writable(self.out)
 
     def recipes(self) -> list[FinetuneConfig]:
-        """Every point of the hyperparameter grid, as a fine-tuning recipe."""
+        """Every point of the hyperparameter grid, once per seed, as a fine-tuning recipe."""
         import itertools
+        from dataclasses import replace
         keys = list(self.search_space)
-        return [FinetuneConfig(**dict(zip(keys, combo)))
+        grid = [FinetuneConfig(**dict(zip(keys, combo)))
                 for combo in itertools.product(*(self.search_space[k] for k in keys))]
+        if "seed" in self.search_space:
+            return grid
+        return [replace(r, seed=s) for s in self.seeds for r in grid]
 
     def all_tasks(self) -> list[str]:
         return list(dict.fromkeys([*self.patch_tasks, *self.supported, *self.extra_tasks]))

@@ -29,7 +29,7 @@ from .precision import inference_autocast
 class FinetuneConfig:
     lr: float = 3e-4
     steps: int = 200
-    batch_size: int = 128
+    batch_size: int = 64
     weight_decay: float = 0.1
     warmup_steps: int = 20
     label_smoothing: float = 0.0
@@ -40,6 +40,7 @@ class FinetuneConfig:
     order: str = "replacement"  # "replacement" (indices drawn with replacement) or "epochs" (a shuffle per epoch)
     precision: str = "fp32"     # "fp32" (the reference) or "bf16" (autocast)
     epochs: float = 0.0         # the epochs `steps` was resolved from (recipe.resolve); 0: steps given directly
+    mix: str = "size"           # several tasks (joint): each task's share of a batch, by its size or "balanced"
 
     def as_dict(self) -> dict:
         """The recipe as plain data, as it enters the fine-tuning job's key.
@@ -49,6 +50,8 @@ class FinetuneConfig:
         'rrc' ignores augment_shift, which is therefore recorded as 0.
         """
         d = asdict(self)
+        if d["mix"] == "size":     # absent when at its default, so recipes from before it keep their keys
+            del d["mix"]
         if all(d[k] == v for k, v in FIRST_VALUES.items()):
             for k in FIRST_VALUES:
                 del d[k]
@@ -104,7 +107,7 @@ class FinetuneConfig:
             if not valid(value):
                 raise fail(f"{flag} {show(value)} is out of range; give {what}")
         for name, flag, choices in (("augment", "--augment", AUGMENTS), ("order", "--order", ORDERS),
-                                    ("precision", "--finetune-precision", PRECISIONS)):
+                                    ("precision", "--finetune-precision", PRECISIONS), ("mix", "mix", MIXES)):
             value = getattr(self, name)
             if not isinstance(value, str) or value not in choices:
                 raise fail(f"{flag} {show(value)} is not valid; give one of: {', '.join(choices)}")
@@ -117,6 +120,7 @@ class FinetuneConfig:
 AUGMENTS = ("shift", "rrc")
 ORDERS = ("replacement", "epochs")
 PRECISIONS = ("fp32", "bf16")
+MIXES = ("size", "balanced")
 FIRST_VALUES = {"augment": "shift", "order": "replacement", "precision": "fp32", "epochs": 0.0}
 
 
@@ -161,12 +165,17 @@ class Finetuner:
         self._perm: tuple[int, torch.Tensor] | None = None    # (epoch, its shuffle), rebuilt from the step
 
     def _drawn(self) -> list[tuple[str, torch.Tensor]]:
-        """Order 'replacement': each task's share of the batch in proportion to its size, indices drawn with
-        replacement."""
+        """Order 'replacement': each task's share of the batch in proportion to its size (mix 'size') or equal
+        (mix 'balanced'), indices drawn with replacement."""
         names = list(self.train)
-        sizes = torch.tensor([len(self.train[n]) for n in names], dtype=torch.float)
-        counts = torch.bincount(torch.multinomial(sizes, self.cfg.batch_size, True, generator=self.gen),
-                                minlength=len(names)) if len(names) > 1 else torch.tensor([self.cfg.batch_size])
+        n, b = len(names), self.cfg.batch_size
+        if n > 1 and self.cfg.mix == "balanced":
+            counts = torch.tensor([b // n + (i < b % n) for i in range(n)])
+        elif n > 1:
+            sizes = torch.tensor([len(self.train[k]) for k in names], dtype=torch.float)
+            counts = torch.bincount(torch.multinomial(sizes, b, True, generator=self.gen), minlength=n)
+        else:
+            counts = torch.tensor([b])
         return [(name, torch.randint(len(self.train[name]), (k,), generator=self.gen))
                 for name, k in zip(names, counts.tolist()) if k > 0]
 

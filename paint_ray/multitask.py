@@ -1,18 +1,22 @@
 """Multi-task patching (RQ3): joint, sequential and parallel modes next to one specialised model per task.
 
 Each mode is a producer of fine-tuning jobs and weight sets for the pipeline's one sweep and selection:
-- joint: one job fine-tunes on the union of the patch tasks (tasks sampled in proportion to their
-  training sizes, each example scored by its own task's frozen head), then α is swept once.
+- joint: one job fine-tunes on the union of the patch tasks, each example scored by its own task's frozen
+  head, then α is swept once. With batches drawn with replacement (the embedded recipe) every batch holds
+  the tasks in equal shares and the job runs the specialised models' steps added up, so each task gets the
+  examples its specialised model got; otherwise tasks are sampled in proportion to their training sizes.
 - sequential: patch task 1 (its specialised model, α chosen on validation), fine-tune task 2 starting
   from that patched model, sweep α between the two, choose on validation of tasks 1..2 + supported, ...
 - parallel: merge the specialised task vectors θᵢ − θ0 with a combiner (merging.py: average, task
   arithmetic, TIES) and sweep the shared coefficient; `per_task` instead searches one coefficient per task.
-Every mode chooses on validation of all its patch tasks plus the supported tasks.
+Every mode chooses on validation of all its patch tasks plus the supported tasks, by the study's rule. With
+the max-drop rule (experiments/multitask.py's default, a 3-point budget) the specialised models and every mode
+are chosen at the same supported-drop budget, always measured from the zero-shot model θ0.
 """
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
@@ -53,6 +57,9 @@ class MultitaskConfig:
                                 f"for a single task")
         if len(self.study.models) != 1:
             raise PaintRayError(f"a multi-task study patches one model at a time, got {len(self.study.models)}")
+        if len(self.study.seeds) != 1:
+            raise PaintRayError(f"a multi-task study runs one fine-tuning seed at a time, got --seeds "
+                                f"{','.join(map(str, self.study.seeds))}; run it once per seed (e.g. --seeds 1)")
         if not 0.0 < self.density <= 1.0:
             raise PaintRayError(f"--density {self.density:g} must be in (0, 1]")
         n = len(self.study.patch_tasks)
@@ -102,8 +109,10 @@ def _modes(pipe: Pipeline, mt: MultitaskConfig, by_task: dict[str, PatchedModel]
     theta0 = visual_state(pipe.models[spec].model.visual)
     out = []
 
+    zero_shot = by_task[patch[0]].frontier      # its α = 0 row is θ0: every budget is measured from there
     if "joint" in mt.modes:
-        sets = [pipe.weight_set(tr) for tr in pipe.finetune(pipe.jobs(spec, patch, mode="joint"))]
+        jobs = [replace(j, recipe=joint_recipe(j.recipe, len(patch))) for j in pipe.jobs(spec, patch, mode="joint")]
+        sets = [pipe.weight_set(tr) for tr in pipe.finetune(jobs)]
         pipe.sweep(sets, alphas)
         out.append(pipe.select(sets, patch, alphas))
 
@@ -116,7 +125,9 @@ def _modes(pipe: Pipeline, mt: MultitaskConfig, by_task: dict[str, PatchedModel]
             trials = pipe.finetune(pipe.jobs(spec, [task], mode="sequential", start=start, start_key=start_key))
             sets = [pipe.weight_set(tr, start, start_key, patch[:k]) for tr in trials]
             pipe.sweep(sets, alphas)
-            pm = pipe.select(sets, patch[:k], alphas, config={"first_alpha": first.selection.alpha})
+            # α = 0 here is the model patched so far, not θ0: the drop budget is measured from θ0's frontier
+            pm = pipe.select(sets, patch[:k], alphas, config={"first_alpha": first.selection.alpha},
+                             baseline=zero_shot)
             current = lerp_state(current, load_tensors(pm.weights.theta1), pm.selection.alpha)
             start_key = digest([pm.weights.key, pm.selection.alpha])
             if k == len(patch):
@@ -149,11 +160,23 @@ def _modes(pipe: Pipeline, mt: MultitaskConfig, by_task: dict[str, PatchedModel]
     return out
 
 
+def joint_recipe(recipe, n_tasks: int):
+    """The joint job's recipe: with batches drawn with replacement, equal task shares per batch and the steps
+    of the `n_tasks` specialised models added up (the same examples per task); other orders as they are."""
+    if recipe.order != "replacement":
+        return recipe
+    return replace(recipe, steps=recipe.steps * n_tasks, mix="balanced")
+
+
 def multitask_table(result: StudyResult, patch: list[str], by_task: dict) -> pd.DataFrame:
-    """Test accuracy per patch task, their average, supported accuracy and the gap to the specialised models."""
-    special = {t: by_task[t].frontier.set_index("alpha").loc[by_task[t].selection.alpha, f"{t}_test"] for t in patch}
+    """Test accuracy per patch task, their average, the supported accuracy and drop from zero-shot (the
+    specialised row: the mean over the specialised models, each at its own α) and the gap to the specialised."""
+    chosen = {t: by_task[t].frontier.set_index("alpha").loc[by_task[t].selection.alpha] for t in patch}
+    special = {t: chosen[t][f"{t}_test"] for t in patch}
+    zero_shot = by_task[patch[0]].frontier.set_index("alpha").loc[0.0, "supported_test"]
     rows = [{"mode": "specialised", **{t: special[t] for t in patch}, "average": sum(special.values()) / len(patch),
-             "supported": float("nan"), "alpha": float("nan"), "coefficients": ""}]
+             "supported": sum(chosen[t]["supported_test"] for t in patch) / len(patch),
+             "alpha": float("nan"), "coefficients": ",".join(f"{by_task[t].selection.alpha:g}" for t in patch)}]
     for pm in result.patched:
         if pm.mode == "single":
             continue
@@ -165,5 +188,6 @@ def multitask_table(result: StudyResult, patch: list[str], by_task: dict) -> pd.
                      "alpha": float("nan") if per_task else pm.selection.alpha,
                      "coefficients": pm.config["coefficients"] if per_task else ""})
     table = pd.DataFrame(rows)
+    table["drop"] = zero_shot - table["supported"]
     table["gap"] = table["average"].iloc[0] - table["average"]
     return table

@@ -22,6 +22,7 @@ from .identity import SCHEMA_VERSION, digest, task_key
 from .models.registry import EMBEDDED, LoadedModel, ensure_embedded, load_model
 from .errors import PaintRayError
 from .results import ResultStore, ensure_writable, row_key
+from .robust import budget_metrics
 from .selection import Selection, frontier_table, select_alpha
 from .tasks import get_task
 
@@ -39,6 +40,13 @@ class PatchedModel:
     drift: dict
     mode: str = "single"
     coefficient_table: pd.DataFrame | None = field(default=None, repr=False)   # per-task coefficients
+    seed: int = 0                   # the fine-tuning seed of its trials
+
+    @property
+    def label(self) -> str:
+        """model/patch[/mode][/seedN]: how tables and MLflow name it (seed 0 unnamed, as before seeds)."""
+        return (f"{self.model}/{self.patch}" + ("" if self.mode == "single" else f"/{self.mode}")
+                + (f"/seed{self.seed}" if self.seed else ""))
 
     @property
     def trial(self) -> str:
@@ -47,12 +55,13 @@ class PatchedModel:
     def summary(self, supported: Sequence[str], extra: Sequence[str] = ()) -> dict:
         f = self.frontier.set_index("alpha")
         zs, ft, pa = f.loc[0.0], f.loc[1.0], f.loc[self.selection.alpha]
-        row = {"model": self.model, "patch": self.patch, "mode": self.mode, "trial": self.trial,
+        row = {"model": self.model, "patch": self.patch, "mode": self.mode, "seed": self.seed, "trial": self.trial,
                "alpha": self.selection.alpha,
                "patch_zero_shot": zs.patch_test, "patch_fine_tuned": ft.patch_test, "patch_patched": pa.patch_test,
                "supported_zero_shot": zs.supported_test, "supported_fine_tuned": ft.supported_test,
                "supported_patched": pa.supported_test,
-               "gain": pa.patch_test - zs.patch_test, "drop": zs.supported_test - pa.supported_test, **self.drift}
+               "gain": pa.patch_test - zs.patch_test, "drop": zs.supported_test - pa.supported_test,
+               **budget_metrics(self.frontier), **self.drift}
         for t in supported:
             row[f"{t}_patched"] = pa[f"{t}_test"]
         for t in extra:
@@ -196,15 +205,18 @@ class Pipeline:
         return frontier_table(mine, patch_tasks, self.cfg.supported)
 
     def select(self, sets: Sequence[WeightSet], patch_tasks: Sequence[str], alphas: Sequence[float],
-               config: dict | None = None, choose_at: float | None = None) -> PatchedModel:
-        """The best set by the selection score on validation, at its own best α (or at `choose_at`)."""
+               config: dict | None = None, choose_at: float | None = None,
+               baseline: pd.DataFrame | None = None) -> PatchedModel:
+        """The best set by the selection score on validation, at its own best α (or at `choose_at`). A drop
+        budget is measured from the α = 0 row of `baseline` (default: each set's own frontier)."""
         frame = self.store.read()
         best = None
         scored = []
         for ws in sets:
             table = self.frontier(ws, patch_tasks, alphas, frame)
             candidates = table if choose_at is None else table[table.alpha == choose_at]
-            sel = select_alpha(candidates, self.cfg.rule, self.cfg.max_drop, baseline=table)
+            sel = select_alpha(candidates, self.cfg.rule, self.cfg.max_drop,
+                               baseline=table if baseline is None else baseline)
             score = (sel.patch_val + sel.supported_val) / 2
             scored.append({"trial": ws.trial, "score": score, **candidates[candidates.alpha == sel.alpha].iloc[0].to_dict()})
             if best is None or score > best[0]:
@@ -216,7 +228,8 @@ class Pipeline:
                             sel, drift, ws.mode, pd.DataFrame(scored) if choose_at is not None else None)
 
     def single_task(self) -> list[PatchedModel]:
-        """Every (model, patch task): fine-tune each recipe, sweep, choose the best trial and α."""
+        """Every (model, patch task, seed): fine-tune each recipe, sweep, choose the best trial and α (each seed
+        on its own: seeds measure the spread, they are not a hyperparameter to pick the best of)."""
         cfg, alphas = self.cfg, anchored(self.cfg.alphas)
         # largest image encoders first: their trials are the longest, so the last wave of trials is short
         order = sorted(cfg.models, key=lambda m: -self.refs[m].visual_params)
@@ -226,14 +239,19 @@ class Pipeline:
         patched = []
         for spec in cfg.models:
             for patch in cfg.patch_tasks:
-                mine = [ws for ws in sets if ws.model.spec == spec and ws.patch_tasks == patch]
-                patched.append(self.select(mine, [patch], alphas))
+                for seed in cfg.seeds:
+                    mine = [ws for ws in sets if ws.model.spec == spec and ws.patch_tasks == patch
+                            and ws.recipe.get("seed", 0) == seed]
+                    pm = self.select(mine, [patch], alphas)
+                    pm.seed = seed
+                    patched.append(pm)
         return patched
 
     # ---- 5. record --------------------------------------------------------------------------
     def result(self, patched: list[PatchedModel]) -> StudyResult:
         trials = pd.DataFrame([{"model": tr.job.model.spec, "patch": "+".join(tr.job.tasks), "mode": tr.job.mode,
                                 "trial": f"{'+'.join(tr.job.tasks)}-{tr.job.key[:8]}", "key": tr.job.key,
+                                "seed": tr.job.recipe.seed,
                                 "weights": set_key(tr.job.model.digest, tr.job.key, tr.job.start_key),
                                 "theta1": str(tr.path), "start": tr.job.start or "", "recipe": tr.job.recipe.as_dict(),
                                 "patch_val_acc": tr.val_acc, "history": tr.history, "path": tr.tune_path,

@@ -7,6 +7,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 
@@ -53,30 +54,62 @@ def frontier_plot(table: pd.DataFrame, chosen_alpha: float, title: str, path: st
     return path
 
 
-def scaling_plot(table: pd.DataFrame, path: str | Path) -> Path:
-    """Per patch task: zero-shot / fine-tuned / patched accuracy and supported drop against model size."""
-    patches = list(dict.fromkeys(table["patch"]))
-    fig, axes = plt.subplots(1, len(patches) + 1, figsize=(4.2 * (len(patches) + 1), 3.8), dpi=110)
+def scaling_plot(patched: list, table: pd.DataFrame, path: str | Path) -> Path:
+    """One panel per patch task with every size's test frontier (one line per seed, the mean-rule point
+    starred, the ≤1 / ≤3-point budget points ringed), and a last panel with the gain at each budget and the
+    frontier area against model size (mean over seeds, bars from min to max)."""
+    from .robust import across_seeds
+    single = [pm for pm in patched if pm.mode == "single"]
+    patches = list(dict.fromkeys(pm.patch for pm in single))
+    models = list(dict.fromkeys(pm.model for pm in single))
+    colors = {m: plt.get_cmap("viridis")(i / max(1, len(models) - 1) * 0.85) for i, m in enumerate(models)}
+    seeds = sorted({pm.seed for pm in single})
+    styles = dict(zip(seeds, ["-", "--", ":", "-."] * 8))
+    fig, axes = plt.subplots(1, len(patches) + 1, figsize=(4.6 * (len(patches) + 1), 4.2), dpi=110, squeeze=False)
+    axes = axes[0]
     for ax, patch in zip(axes, patches):
-        t = table[table["patch"] == patch]
-        for col, label, style in [("patch_zero_shot", "zero-shot", "o--"), ("patch_fine_tuned", "fine-tuned", "s:"),
-                                  ("patch_patched", "patched", "*-"),
-                                  ("supported_patched", "supported tasks, patched", "d-.")]:
-            ax.plot(t["model"], 100 * t[col], style, label=label)
-        ax.set_title(f"patch task: {patch}", fontsize=10)
-        ax.set_ylabel("test accuracy (%)")
+        for pm in (p for p in single if p.patch == patch):
+            t = pm.frontier.sort_values("alpha")
+            x, y = 100 * t["supported_test"], 100 * t["patch_test"]
+            label = pm.model if pm.seed == seeds[0] else None
+            ax.plot(x, y, styles[pm.seed], color=colors[pm.model], lw=1.3, marker=".", ms=4, label=label)
+            f = t.set_index("alpha")
+            ax.scatter(100 * f.loc[0.0, "supported_test"], 100 * f.loc[0.0, "patch_test"], marker="s", s=25,
+                       color=colors[pm.model], zorder=3)
+            a = pm.selection.alpha
+            ax.scatter(100 * f.loc[a, "supported_test"], 100 * f.loc[a, "patch_test"], marker="*", s=120,
+                       color=colors[pm.model], edgecolor="k", lw=0.5, zorder=4)
+            for b in ("1", "3"):
+                ab = table[(table["model"] == pm.model) & (table["patch"] == patch) & (table["seed"] == pm.seed)
+                           & (table["mode"] == "single")][f"alpha_at_{b}"]
+                if len(ab):
+                    ax.scatter(100 * f.loc[ab.iloc[0], "supported_test"], 100 * f.loc[ab.iloc[0], "patch_test"],
+                               marker="o", s=60, facecolor="none", edgecolor=colors[pm.model], lw=1.0, zorder=4)
+        ax.set_title(f"patch task: {patch}" + (f" ({len(seeds)} seeds: " + ", ".join(
+            f"{s} {'solid' if st == '-' else 'dashed' if st == '--' else 'dotted'}"
+            for s, st in list(styles.items())[:3]) + ")" if len(seeds) > 1 else ""), fontsize=9)
+        ax.set_xlabel("supported tasks accuracy (test, %)")
+        ax.set_ylabel("patch task accuracy (test, %)")
+        ax.invert_xaxis()          # moving right = giving up supported accuracy, as α grows
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, title="■ α=0  ★ mean rule  ○ ≤1/≤3 pt", title_fontsize=7, loc="lower right")
     ax = axes[-1]
-    for patch in patches:
-        t = table[table["patch"] == patch]
-        ax.plot(t["model"], 100 * t["drop"], "o-", label=f"{patch}: supported drop")
-        ax.plot(t["model"], 100 * t["gain"], "^--", label=f"{patch}: patch gain")
-    ax.axhline(0, color="k", lw=0.8)
-    ax.set_title("gain and supported drop at the chosen α", fontsize=10)
-    ax.set_ylabel("points")
+    summary = across_seeds(table[table["mode"] == "single"])
+    x = np.arange(len(models))
+    for j, patch in enumerate(patches):
+        s = summary[summary["patch"] == patch].set_index("model").reindex(models)
+        for k, (m, marker, label) in enumerate([("gain_at_1", "o", "gain at ≤1-pt drop"),
+                                               ("gain_at_3", "^", "gain at ≤3-pt drop"),
+                                               ("area", "s", "frontier area")]):
+            off = (j * 3 + k - (3 * len(patches) - 1) / 2) * 0.06
+            ax.errorbar(x + off, 100 * s[m], yerr=[100 * (s[m] - s[f"{m}_min"]), 100 * (s[f"{m}_max"] - s[m])],
+                        fmt=marker + ("-" if j == 0 else "--"), color=f"C{j}", ms=5, capsize=3, lw=1,
+                        label=f"{patch}: {label}")
+    ax.set_xticks(x, models)
+    ax.set_ylabel("points of patch-task gain (test)")
+    ax.set_title("by model size (mean, bars: min–max over seeds)", fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2)   # below: lines fill the plot
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2)
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path)

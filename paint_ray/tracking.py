@@ -17,6 +17,7 @@ import pandas as pd
 
 from . import published
 from .config import shown
+from .robust import BUDGET_COLUMNS
 from .errors import PaintRayError
 
 KEY_TAG = "paint_ray.key"
@@ -85,7 +86,8 @@ def log_study(result, uri: str, register: bool = False, identity: dict | None = 
         if found is not None:
             run_ids[_run_label(pm)] = found.info.run_id
             continue
-        name = f"{pm.model} · {pm.patch}" + ("" if pm.mode == "single" else f" · {pm.mode}")
+        name = (f"{pm.model} · {pm.patch}" + ("" if pm.mode == "single" else f" · {pm.mode}")
+                + (f" · seed {pm.seed}" if len(cfg.seeds) > 1 else ""))
         run = client.create_run(exp_id, run_name=name,
                                 tags={KEY_TAG: key, "paint_ray.study": cfg.name, "paint_ray.mode": pm.mode})
         rid = run.info.run_id
@@ -112,7 +114,7 @@ def _log_patched_run(client, exp_id: str, rid: str, pm, result) -> dict:
     params = {"model": pm.model, "pretrained": pm.pretrained, "patch_task": pm.patch,
               "supported_tasks": ",".join(cfg.supported), "mode": pm.mode, "data_root": cfg.data_root or "embedded",
               "alpha_grid": ",".join(f"{a:g}" for a in table["alpha"]), "selection_rule": sel.describe(),
-              "chosen_alpha": sel.alpha, "trial": pm.trial,
+              "chosen_alpha": sel.alpha, "trial": pm.trial, "seed": pm.seed,
               **{f"ft_{k}": v for k, v in pm.config.items() if k != "tune_path"}}
     metrics = []
     value_cols = [c for c in table.columns if c.endswith(("_val", "_test"))]
@@ -121,7 +123,8 @@ def _log_patched_run(client, exp_id: str, rid: str, pm, result) -> dict:
         metrics += [Metric(f"{c}_acc", float(row[c]), now, step) for c in value_cols if pd.notna(row[c])]
     summary = pm.summary(cfg.supported, cfg.extra_tasks)
     for k in ("patch_zero_shot", "patch_fine_tuned", "patch_patched", "supported_zero_shot",
-              "supported_fine_tuned", "supported_patched", "gain", "drop", "cka", "weight_distance"):
+              "supported_fine_tuned", "supported_patched", "gain", "drop", "cka", "weight_distance",
+              *BUDGET_COLUMNS):
         metrics.append(Metric(k, float(summary[k]), now, 0))
     metrics.append(Metric("chosen_alpha", sel.alpha, now, 0))
     client.log_batch(rid, metrics=metrics, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
@@ -150,7 +153,7 @@ def _log_patched_run(client, exp_id: str, rid: str, pm, result) -> dict:
     # the run's overview shows its description first: the headline figures and the frontier plot
     client.set_tag(rid, "mlflow.note.content", _description(pm, summary, rid, published_note))
     trials = result.trials[(result.trials.model == pm.model) & (result.trials.patch == pm.patch)
-                           & (result.trials["mode"] == pm.mode)]
+                           & (result.trials["mode"] == pm.mode) & (result.trials["seed"] == pm.seed)]
     for tr in trials.itertuples():
         _log_trial(client, exp_id, rid, tr, chosen=tr.key == pm.weights.theta1_key)
     return summary
@@ -168,7 +171,7 @@ def _description(pm, summary: dict, rid: str, published_note: str = "") -> str:
 
 
 def _run_label(pm) -> str:
-    return f"{pm.model}/{pm.patch}" + ("" if pm.mode == "single" else f"/{pm.mode}")
+    return pm.label
 
 
 def log_summary_run(uri: str, study: str, files: list) -> str:

@@ -22,9 +22,11 @@ def _run(study: str, out: Path, capsys, *extra: str) -> str:
 
 def test_counting_reports_unseen_and_seen_counts(ray_local, tmp_path, capsys):
     text = _run("counting", tmp_path, capsys)
-    assert f"{TINY}: unseen counts 4-6 " in text and "seen counts 1-3" in text
+    # two fine-tuning seeds by default, each reported
+    assert f"{TINY} seed 0: unseen counts 4-6 " in text and f"{TINY} seed 1: unseen counts 4-6 " in text
+    assert "seen counts 1-3" in text
     summary = pd.read_parquet(tmp_path / "counting_summary.parquet")
-    assert list(summary.model) == [TINY]
+    assert list(summary.model) == [TINY, TINY] and sorted(summary.seed) == [0, 1]
     assert summary[["patch_zero_shot", "counting_seen_zero_shot", "supported_patched"]].notna().all().all()
 
 

@@ -35,7 +35,7 @@ def test_grown_model_computes_the_same_features_and_new_blocks_train():
 
 def test_grow_refuses_shallower_or_wider_targets():
     small, large = _models("toy-m", "toy-l")
-    with pytest.raises(PaintRayError, match="cannot grow 7 image blocks into 5"):
+    with pytest.raises(PaintRayError, match="cannot grow 6 image blocks into 4"):
         grow_depth(large, small)
     other = open_clip.create_model("toy-s")
     with pytest.raises(PaintRayError, match="differ beyond image-encoder depth"):

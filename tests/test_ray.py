@@ -95,7 +95,7 @@ def test_killed_driver_rerun_loses_and_duplicates_nothing(ray_local, tmp_path):
     env = {**os.environ, "RAY_ADDRESS": ray_local}
     cmd = [sys.executable, str(ROOT / "experiments" / "scaling.py"), "--models", TINY, "--patch", "colors",
            "--supported", "shapes,counting", "--steps", "12", "--warmup-steps", "2", "--lr", "3e-3", "--alphas", "0:1:0.02",
-           "--out", str(out), "--quiet"]
+           "--seeds", "0", "--out", str(out), "--quiet"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     deadline = time.time() + 240

@@ -102,7 +102,7 @@ def test_study_submitted_as_a_ray_job(gpu_cluster, tmp_path):
     # as on a cluster.yaml cluster: the checkout is on every node and installed there (no working_dir upload)
     entry = (f"{sys.executable} {ROOT / 'experiments' / 'scaling.py'} --models {TINY} --patch colors --supported shapes "
              f"--steps 20 --warmup-steps 2 --batch-size 32 --alphas 0,1 --evaluators 1 --gpus-per-trial 1 "
-             f"--no-mlflow --quiet --out {out}")
+             f"--seeds 0 --no-mlflow --quiet --out {out}")
     job = client.submit_job(entrypoint=entry)
     deadline = time.time() + 240
     while client.get_job_status(job) not in {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}:

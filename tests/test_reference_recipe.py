@@ -158,7 +158,7 @@ def test_embedded_recipe_content_is_unchanged_and_new_settings_change_the_key():
     ref = ModelRef("toy-m", "abc123", "embedded", "toy-m", 10)
     # the recipe as it was digested before augment/order/precision/epochs existed (FINETUNE_VERSION 2 then
     # invalidated every older θ1 once: CUDA fine-tuning used to run in bf16 autocast, now fp32)
-    assert FinetuneConfig().as_dict() == {"lr": 3e-4, "steps": 200, "batch_size": 128, "weight_decay": 0.1,
+    assert FinetuneConfig().as_dict() == {"lr": 3e-4, "steps": 200, "batch_size": 64, "weight_decay": 0.1,
                                           "warmup_steps": 20, "label_smoothing": 0.0, "grad_clip": 1.0,
                                           "augment_shift": 3, "seed": 0}
     keys = {FinetuneJob(ref, ("digits",), ("k1",), FinetuneConfig(**change)).key

@@ -31,10 +31,26 @@ def test_generated_tasks_deterministic_with_expected_sizes(name):
     for split, n in SPLIT_SIZES.items():
         data = task.split(split)
         assert len(data) == n
-        assert data.labels.min() == 0 and data.labels.max() == len(task.classnames) - 1
+        # counting: scored on counts 4-6 of 1-6, trained on all six
+        shown = {3, 4, 5} if name == "counting" and split != "train" else set(range(len(task.classnames)))
+        assert set(np.unique(data.labels)) == shown
     again = get_task(name).split("val")
     assert np.array_equal(again.images, task.split("val").images)
     assert not np.array_equal(task.split("val").images[:50], task.split("test").images[:50])
+
+
+def test_counting_heads_score_every_count_while_images_show_their_own():
+    """The patch task is scored on counts 4-6 and trained on 1-6, the control shows counts 1-3, and both are
+    scored against one to six: a model patched on counting must still tell four from two."""
+    unseen, seen = get_task("counting"), get_task("counting_seen")
+    assert unseen.classnames == seen.classnames == ("one", "two", "three", "four", "five", "six")
+    assert unseen.templates == seen.templates
+    for split in SPLIT_SIZES:
+        u, s = unseen.split(split).labels, seen.split(split).labels
+        assert set(np.unique(u)) == ({0, 1, 2, 3, 4, 5} if split == "train" else {3, 4, 5})
+        assert set(np.unique(s)) == {0, 1, 2}
+        counts = np.bincount(u, minlength=6)
+        assert counts[counts > 0].min() >= counts.max() - 1        # balanced
 
 
 def test_digits_is_sklearn_with_disjoint_deterministic_splits():

@@ -88,11 +88,12 @@ def _cmd_patch(args: argparse.Namespace) -> int:
     from ..report import format_frontier, patch_summary
     recipe = {"lr": [args.lr], "steps": [args.steps], "batch_size": [args.batch_size],
               "weight_decay": [args.weight_decay], "warmup_steps": [args.warmup_steps],
-              "label_smoothing": [args.label_smoothing], "seed": [args.seed]}
+              "label_smoothing": [args.label_smoothing]}
     cfg = StudyConfig(name="patch", models=[args.model], patch_tasks=[args.patch], supported=_tasks(args.supported),
                       alphas=parse_alphas(args.alphas), out=args.out, search_space=recipe,
                       rule="max-drop" if args.max_drop is not None else "mean", max_drop=args.max_drop,
-                      data_root=args.data_root, mlflow=False, progress=not args.json, device=args.device)
+                      data_root=args.data_root, mlflow=False, progress=not args.json, device=args.device,
+                      seeds=[args.seed])
     if not cfg.supported:
         raise PaintRayError(f"--supported {args.supported!r} names no task; give e.g. shapes,colors")
     cfg.validate()

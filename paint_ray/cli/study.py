@@ -15,6 +15,13 @@ def _ints(text: str) -> list[int]:
     return [int(v) for v in text.split(",") if v.strip()]
 
 
+def _seed_list(text: str) -> list[int]:
+    try:
+        return _ints(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma list of integer seeds, e.g. 0,1") from None
+
+
 def _names(text: str) -> list[str]:
     return [v.strip() for v in text.split(",") if v.strip()]
 
@@ -27,7 +34,8 @@ def build_parser(study: str, presets: dict, doc: str | None) -> argparse.Argumen
     p.add_argument("--models", type=_names, help="override the preset's model specs (comma-separated)")
     p.add_argument("--patch", type=_names, help="override the preset's patch tasks")
     p.add_argument("--supported", type=_names, help="override the preset's supported tasks")
-    p.add_argument("--alphas", default="0:1:0.1", help="alpha grid: start:stop:step or a comma list")
+    p.add_argument("--alphas", default=None, help="alpha grid: start:stop:step or a comma list (default: the "
+                                                  "preset's, else 0:1:0.1)")
     p.add_argument("--lr", type=float_list, help="learning rates to grid over (comma-separated)")
     p.add_argument("--steps", type=_ints, help="fine-tuning steps to grid over")
     p.add_argument("--weight-decay", type=float_list, help="weight decays to grid over")
@@ -39,6 +47,8 @@ def build_parser(study: str, presets: dict, doc: str | None) -> argparse.Argumen
     p.add_argument("--order", type=_names, help="batch orders to grid over: replacement, epochs (a shuffle per epoch)")
     p.add_argument("--finetune-precision", default=None, help="fine-tuning precision: fp32 (the reference's, the "
                                                                "default) or bf16 (autocast)")
+    p.add_argument("--seeds", type=_seed_list, help="fine-tuning seeds (comma-separated); each (model, patch task) is "
+                                                    "patched once per seed and summarised by mean and range")
     p.add_argument("--asha", action="store_true", help="early-stop weak trials with ASHA on patch val accuracy")
     p.add_argument("--cpus-per-trial", type=float, default=1.0)
     p.add_argument("--gpus-per-trial", type=float, default=None,
@@ -87,12 +97,14 @@ def config_from_args(study: str, presets: dict, args: argparse.Namespace):
                        epochs={} if args.steps else dict(preset.get("epochs", {})),   # --steps overrides epochs
                        patch_tasks=args.patch or preset["patch_tasks"],
                        supported=args.supported if args.supported is not None else preset["supported"],
-                       alphas=parse_alphas(args.alphas), out=args.out, search_space=space,
+                       alphas=parse_alphas(args.alphas or preset.get("alphas", "0:1:0.1")), out=args.out,
+                       search_space=space,
                        data_root=args.data_root, resources=resources, evaluators=args.evaluators,
                        asha=args.asha, rule="max-drop" if args.max_drop is not None else "mean",
                        max_drop=args.max_drop, address=args.address, tracking_uri=args.tracking_uri,
                        register=args.register, mlflow=not args.no_mlflow, progress=not args.quiet,
-                       eval_memory=None if args.eval_memory is None else parse_bytes(args.eval_memory))
+                       eval_memory=None if args.eval_memory is None else parse_bytes(args.eval_memory),
+                       seeds=args.seeds if args.seeds is not None else list(preset.get("seeds", [0])))
 
 
 def backend_for(cfg, args):
@@ -105,7 +117,10 @@ def backend_for(cfg, args):
 
 
 def format_table(table) -> str:
-    cols = [("model", "model", "{}"), ("patch", "patch", "{}"), ("alpha", "α", "{:.2f}"),
+    cols = [("model", "model", "{}"), ("patch", "patch", "{}")]
+    if "seed" in table and table["seed"].nunique() > 1:
+        cols.append(("seed", "seed", "{}"))
+    cols += [("alpha", "α", "{:.2f}"),
             ("patch_zero_shot", "patch zs", "{:.1%}"), ("patch_fine_tuned", "patch ft", "{:.1%}"),
             ("patch_patched", "patch α", "{:.1%}"), ("supported_zero_shot", "supp zs", "{:.1%}"),
             ("supported_fine_tuned", "supp ft", "{:.1%}"), ("supported_patched", "supp α", "{:.1%}"),
@@ -146,15 +161,19 @@ def _run_study(study: str, presets: dict, args, report) -> int:
     table = with_published(result.table(), result)     # published figures beside ours (OpenAI CLIPs only)
     out = Path(cfg.out)
     table.to_parquet(out / f"{study}.parquet")
-    scaling_plot(table, out / f"{study}.png")
+    scaling_plot(result.patched, table, out / f"{study}.png")
+    from ..robust import across_seeds, format_summary
+    across_seeds(table).to_parquet(out / f"{study}_across_seeds.parquet")
     print(f"\n{study}: test accuracy at the α chosen on validation ({result.selection_rule()})")
     print(format_table(table))
+    print("\n" + format_summary(table, cfg.models))
     if format_comparisons(result):
         print("\n" + format_comparisons(result))
     t = result.timings
     print(f"\n{t['total_s']:.0f} s (models {t.get('models_s', 0):.0f} s, fine-tuning {t.get('tune_s', 0):.0f} s, "
           f"sweep {t.get('sweep_s', 0):.0f} s, MLflow {t.get('mlflow_s', 0):.0f} s); rows in {out / 'results'}, "
-          f"table {out / f'{study}.parquet'}, plot {out / f'{study}.png'}")
+          f"tables {out / f'{study}.parquet'} (per seed) and {out / f'{study}_across_seeds.parquet'} (across seeds), "
+          f"plot {out / f'{study}.png'}")
     if report is not None:
         text, files = report(result, out)
         print("\n" + text)

@@ -20,16 +20,19 @@ WORLD_VERSION = "3"
 SPLIT_SIZES = {"train": 2000, "val": 500, "test": 1000}
 SPLIT_SEEDS = {"train": 1, "val": 2, "test": 3}
 COUNTING_CLASSES = (4, 5, 6)          # never mentioned by a pretraining caption
+ALL_COUNTS = (1, 2, 3, 4, 5, 6)       # what every counting head scores
 DIGIT_SPLITS = {"train": 997, "val": 300, "test": 500}
 
 
 def _generated(name: str, draw: Callable[[np.random.Generator, int], np.ndarray], n_classes: int,
-               seed: int) -> Callable[[str], ArraySplit]:
+               seed: int, labels_drawn: dict[str, tuple[int, ...]] | None = None) -> Callable[[str], ArraySplit]:
+    """`labels_drawn`: per split, the labels its images show, balanced (default: all `n_classes`)."""
     @lru_cache(maxsize=3)
     def load(split: str) -> ArraySplit:
         rng = np.random.default_rng([seed, SPLIT_SEEDS[split], sum(map(ord, name))])
         n = SPLIT_SIZES[split]
-        labels = np.arange(n) % n_classes
+        drawn = np.asarray((labels_drawn or {}).get(split, range(n_classes)))
+        labels = drawn[np.arange(n) % len(drawn)]
         rng.shuffle(labels)
         images = np.stack([draw(rng, int(y)) for y in labels])
         return ArraySplit(images, labels.astype(np.int64))
@@ -60,24 +63,33 @@ def colors_task(seed: int = 0) -> Task:
                 _generated("colors", draw, len(names), seed), f"world{WORLD_VERSION}-{seed}")
 
 
-def counting_task(seed: int = 0) -> Task:
+COUNT_CLASSES = tuple(COUNT_WORDS[c] for c in ALL_COUNTS)
+COUNT_TEMPLATES = ("{} shapes", "a photo of {} objects", "{} things", "{} objects")
+
+
+def _count_task(name: str, counts: tuple[int, ...], seed: int, train_counts: tuple[int, ...] | None = None) -> Task:
+    """Images of `counts` objects (`train_counts` in the train split), scored against every count one to six."""
     def draw(rng, y):
-        n = COUNTING_CLASSES[y]
         obj = (_random_shape(rng), _random_color(rng))
-        return render.scene(rng, [obj] * n, float(rng.uniform(3.0, 4.0)))
-    return Task("counting", tuple(COUNT_WORDS[c] for c in COUNTING_CLASSES),
-                ("{} shapes", "a photo of {} objects", "{} things", "{} objects"),
-                _generated("counting", draw, len(COUNTING_CLASSES), seed), f"world{WORLD_VERSION}-{seed}")
+        return render.scene(rng, [obj] * ALL_COUNTS[y], float(rng.uniform(3.0, 4.0)))
+    train_counts = train_counts or counts
+    labels = {split: tuple(ALL_COUNTS.index(c) for c in (train_counts if split == "train" else counts))
+              for split in SPLIT_SIZES}
+    shown = "".join(map(str, counts)) + ("" if train_counts == counts else f"-train{''.join(map(str, train_counts))}")
+    return Task(name, COUNT_CLASSES, COUNT_TEMPLATES, _generated(name, draw, len(ALL_COUNTS), seed, labels),
+                f"world{WORLD_VERSION}-{seed}-counts{shown}-of-{len(ALL_COUNTS)}")
+
+
+def counting_task(seed: int = 0) -> Task:
+    """The counting patch task: count to six. It is scored on four to six, which no pretraining caption uses
+    for a count, and trained on one to six, so that patching teaches the new counts without unlearning the
+    ones the model had (trained on four to six alone, any image becomes 'four or more')."""
+    return _count_task("counting", COUNTING_CLASSES, seed, train_counts=ALL_COUNTS)
 
 
 def counting_seen_task(seed: int = 0) -> Task:
     """Counts one to three, which pretraining captions do mention (the counting study's control)."""
-    def draw(rng, y):
-        obj = (_random_shape(rng), _random_color(rng))
-        return render.scene(rng, [obj] * (y + 1), float(rng.uniform(3.0, 4.0)))
-    return Task("counting_seen", tuple(COUNT_WORDS[c] for c in (1, 2, 3)),
-                ("{} shapes", "a photo of {} objects", "{} things", "{} objects"),
-                _generated("counting_seen", draw, 3, seed), f"world{WORLD_VERSION}-{seed}")
+    return _count_task("counting_seen", tuple(c for c in ALL_COUNTS if c not in COUNTING_CLASSES), seed)
 
 
 def typed_digits_task(seed: int = 0) -> Task:
