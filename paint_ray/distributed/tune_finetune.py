@@ -177,8 +177,11 @@ def run_trials(jobs: list[dict], storage: str | Path, name: str, resources: Tria
         scheduler = ASHAScheduler(time_attr="training_iteration", grace_period=1, reduction_factor=2) if asha else None
         tuner = tune.Tuner(
             trainable, param_space=param_space,
-            # a trial's worker runs the next trial: no process start and torch import per trial (~5 s each)
-            tune_config=tune.TuneConfig(metric=METRIC, mode="max", scheduler=scheduler, reuse_actors=True),
+            # CPU trials: a finished trial's worker runs the next one, saving a process start and torch import
+            # (~5 s a trial). GPU trials get a fresh worker each: a reused one kept a multi-node test's two GPU
+            # trials on one node while the other node's GPU sat idle.
+            tune_config=tune.TuneConfig(metric=METRIC, mode="max", scheduler=scheduler,
+                                        reuse_actors=not resources.gpus),
             run_config=tune.RunConfig(name=name, storage_path=storage, verbose=0, callbacks=callbacks,
                                       failure_config=tune.FailureConfig(max_failures=max_failures),
                                       checkpoint_config=tune.CheckpointConfig(num_to_keep=2)))
