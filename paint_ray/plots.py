@@ -58,8 +58,9 @@ def scaling_plot(patched: list, table: pd.DataFrame, path: str | Path) -> Path:
     """One panel per patch task with every size's test frontier (one line per seed, the mean-rule point
     starred, the ≤1 / ≤3-point budget points ringed), and a last panel with the gain at each budget and the
     frontier area against model size (mean over seeds, bars from min to max)."""
-    from .robust import across_seeds
+    from .robust import BUDGETS, across_seeds
     single = [pm for pm in patched if pm.mode == "single"]
+    rows = table[table["mode"] == "single"].set_index(["model", "patch", "seed"])
     patches = list(dict.fromkeys(pm.patch for pm in single))
     models = list(dict.fromkeys(pm.model for pm in single))
     colors = {m: plt.get_cmap("viridis")(i / max(1, len(models) - 1) * 0.85) for i, m in enumerate(models)}
@@ -79,12 +80,11 @@ def scaling_plot(patched: list, table: pd.DataFrame, path: str | Path) -> Path:
             a = pm.selection.alpha
             ax.scatter(100 * f.loc[a, "supported_test"], 100 * f.loc[a, "patch_test"], marker="*", s=120,
                        color=colors[pm.model], edgecolor="k", lw=0.5, zorder=4)
-            for b in ("1", "3"):
-                ab = table[(table["model"] == pm.model) & (table["patch"] == patch) & (table["seed"] == pm.seed)
-                           & (table["mode"] == "single")][f"alpha_at_{b}"]
-                if len(ab):
-                    ax.scatter(100 * f.loc[ab.iloc[0], "supported_test"], 100 * f.loc[ab.iloc[0], "patch_test"],
-                               marker="o", s=60, facecolor="none", edgecolor=colors[pm.model], lw=1.0, zorder=4)
+            row = rows.loc[(pm.model, patch, pm.seed)]
+            for b in BUDGETS:
+                ab = row[f"alpha_at_{b:g}"]
+                ax.scatter(100 * f.loc[ab, "supported_test"], 100 * f.loc[ab, "patch_test"], marker="o", s=60,
+                           facecolor="none", edgecolor=colors[pm.model], lw=1.0, zorder=4)
         ax.set_title(f"patch task: {patch}" + (f" ({len(seeds)} seeds: " + ", ".join(
             f"{s} {'solid' if st == '-' else 'dashed' if st == '--' else 'dotted'}"
             for s, st in list(styles.items())[:3]) + ")" if len(seeds) > 1 else ""), fontsize=9)

@@ -51,15 +51,13 @@ def frontier_area(frontier: pd.DataFrame, max_drop: float = AREA_MAX_DROP, split
     gain = (t[f"patch_{split}"] - zs[f"patch_{split}"]).to_numpy(float)
     supported = t[f"supported_{split}"].to_numpy(float)
     drop = (zs[f"supported_{split}"] - supported) * 100 if np.isfinite(supported).all() else np.zeros(len(t))
-    budgets = np.linspace(0, max_drop, 1001)
-    best = np.zeros_like(budgets)                          # α = 0 itself: no gain at no drop
-    for d0, g0, d1, g1 in zip(drop[:-1], gain[:-1], drop[1:], gain[1:]):
-        for b_i, b in enumerate(budgets):
-            reach = [g for d, g in ((d0, g0), (d1, g1)) if d <= b + 1e-9]
-            if (d0 - b) * (d1 - b) < 0:                    # the segment crosses the budget: its point there
-                reach.append(g0 + (b - d0) / (d1 - d0) * (g1 - g0))
-            if reach:
-                best[b_i] = max(best[b_i], *reach)
+    budgets = np.linspace(0, max_drop, 1001)[:, None]          # B x 1 against S segments
+    d0, g0, d1, g1 = drop[None, :-1], gain[None, :-1], drop[None, 1:], gain[None, 1:]
+    ends = np.maximum(np.where(d0 <= budgets + 1e-9, g0, -np.inf), np.where(d1 <= budgets + 1e-9, g1, -np.inf))
+    with np.errstate(divide="ignore", invalid="ignore"):    # the segment's point at the budget, where it crosses it
+        cross = np.where((d0 - budgets) * (d1 - budgets) < 0, g0 + (budgets - d0) / (d1 - d0) * (g1 - g0), -np.inf)
+    best = np.maximum(0.0, np.maximum(ends, cross).max(axis=1, initial=-np.inf))   # α = 0: no gain at no drop
+    budgets = budgets[:, 0]
     return float(np.trapezoid(best, budgets) / max_drop)
 
 
