@@ -74,7 +74,7 @@ def main() -> None:
         os.environ["PAINT_RAY_HOME"] = str(tmp / "home")   # never touch the user's cache
         from torchvision.datasets import ImageFolder
 
-        from paint_ray import eval_cache
+        from paint_ray.caches import eval as eval_cache
         from paint_ray.tasks import Task
 
         t0 = time.perf_counter()

@@ -43,9 +43,9 @@ def run(args) -> None:
 
     import paint_ray.models.registry  # noqa: F401  (registers the toy configs)
     from paint_ray.data import PreparedSplit, image_size_of
-    from paint_ray.eval_cache import cached_prepare
-    from paint_ray.evaluator import Cell, Evaluator
-    from paint_ray.precision import eval_precision
+    from paint_ray.caches.eval import cached_prepare
+    from paint_ray.evaluation.evaluator import Cell, Evaluator
+    from paint_ray.devices import eval_precision
     from paint_ray.tasks import ArraySplit, Task
 
     torch.manual_seed(0)

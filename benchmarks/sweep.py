@@ -30,10 +30,10 @@ import open_clip  # noqa: E402
 
 import paint_ray.models.registry  # noqa: E402,F401  (registers the toy configs)
 from paint_ray.data import PreparedSplit, image_size_of, resize_center_crop  # noqa: E402
-from paint_ray.evaluator import Cell, Evaluator  # noqa: E402
-from paint_ray.finetune import batch_logits  # noqa: E402
+from paint_ray.evaluation.evaluator import Cell, Evaluator  # noqa: E402
+from paint_ray.models.heads import batch_logits  # noqa: E402
 from paint_ray.models.normalize import mean_std  # noqa: E402
-from paint_ray.precision import eval_precision  # noqa: E402
+from paint_ray.devices import eval_precision  # noqa: E402
 from paint_ray.tasks import get_task  # noqa: E402
 
 

@@ -15,8 +15,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from paint_ray.cli import guarded  # noqa: E402
-from paint_ray.cli.study import backend_for, build_parser, config_from_args, float_list  # noqa: E402
-from paint_ray.recipe import PAPER_EPOCHS, PAPER_SEARCH_SPACE  # noqa: E402
+from paint_ray.cli.flags import float_list  # noqa: E402
+from paint_ray.cli.study import backend_for, build_parser, config_from_args  # noqa: E402
+from paint_ray.training.recipe import PAPER_EPOCHS, PAPER_SEARCH_SPACE  # noqa: E402
 
 BUDGET = 3.0      # points of supported accuracy each model may give up (--max-drop overrides)
 

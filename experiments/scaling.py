@@ -15,7 +15,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a checkout without install
 
 from paint_ray.cli.study import main_for  # noqa: E402
-from paint_ray.recipe import PAPER_EPOCHS, PAPER_SEARCH_SPACE  # noqa: E402
+from paint_ray.training.recipe import PAPER_EPOCHS, PAPER_SEARCH_SPACE  # noqa: E402
 
 PRESETS = {
     # two fine-tuning seeds: every figure is reported as mean and range, and trends as the seeds agree

@@ -15,7 +15,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from paint_ray.cli.study import main_for  # noqa: E402
-from paint_ray.recipe import PAPER_EPOCHS, PAPER_SEARCH_SPACE  # noqa: E402
+from paint_ray.training.recipe import PAPER_EPOCHS, PAPER_SEARCH_SPACE  # noqa: E402
 
 # Not `digits` itself: it contains both halves, so "transfer" to it would partly be the patch task again.
 EMBEDDED_TASKS = ["digits_0to4", "digits_5to9", "typed_digits", "counting", "counting_seen"]
@@ -30,7 +30,7 @@ PRESETS = {
 
 
 def report(result, out: Path):
-    from paint_ray.transfer import transfer_heatmap, transfer_matrix
+    from paint_ray.reporting.transfer import transfer_heatmap, transfer_matrix
     patched, tuned = transfer_matrix(result, "patched"), transfer_matrix(result, "fine_tuned")
     both = pd_concat(patched, tuned)
     both.to_parquet(out / "transfer_matrix.parquet")

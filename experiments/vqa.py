@@ -18,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from paint_ray.cli.study import main_for  # noqa: E402
-from paint_ray.recipe import PAPER_SEARCH_SPACE  # noqa: E402
+from paint_ray.training.recipe import PAPER_SEARCH_SPACE  # noqa: E402
 
 PRESETS = {
     # 400 steps: 114 answer classes need twice the other embedded studies' 200 (at batch 64: +7.8 points

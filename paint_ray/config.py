@@ -2,6 +2,8 @@
 
 - the α grid: parsed, range-checked, capped and anchored at 0 (zero-shot) and 1 (fine-tuned) here only;
 - `StudyConfig`: models × patch tasks × hyperparameters × α × eval tasks, for either backend.
+
+May import: errors, identity, paths, devices, tasks, data, models, training, evaluation
 """
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ import math
 from dataclasses import dataclass, field, fields
 
 from .errors import PaintRayError, unknown
-from .finetune import FinetuneConfig
+from .training.finetune import FinetuneConfig
 
 MAX_ALPHAS = 1001          # 0:1:0.001; a finer grid is a typo, and each value is a full evaluation
 SPLITS = ("val", "test")   # val chooses α, test reports it
@@ -125,15 +127,26 @@ class StudyConfig:
     mlflow: bool = True
     progress: bool = True
     device: str | None = None           # local backend: cpu or cuda[:N] (default: cuda when visible)
-    eval_memory: int | None = None      # bytes of eval data each evaluator keeps resident (memory.py)
+    eval_memory: int | None = None      # bytes each evaluator may hold: weights and eval data (memory.py)
+    keep_evaluators: float = 1800.0     # seconds an idle evaluator waits before it ends and frees its GPU
     # fine-tuning seeds: each (model, patch task) is fine-tuned, swept and selected once per seed
     seeds: list[int] = field(default_factory=lambda: [0])
+    _validated: str | None = field(default=None, init=False, repr=False, compare=False)
+
+    def ensure_valid(self) -> None:
+        """`validate()`, unless this very configuration was validated already (by the command line)."""
+        if self._validated != self._state():
+            self.validate()
+
+    def _state(self) -> str:
+        from .identity import digest
+        return digest({f.name: getattr(self, f.name) for f in fields(self) if f.name != "_validated"})
 
     def validate(self, data: bool = True) -> None:
         """Every check that needs no model, no data and no Ray: run before anything expensive. With
         data=False (`--plan`), task names are checked without looking for their data."""
         from .models.registry import check_spec
-        from .results import ensure_writable
+        from .paths import ensure_writable
         from .tasks import get_task, task_names
         if not self.models:
             raise PaintRayError("no model given; e.g. --models toy-m")
@@ -176,17 +189,20 @@ class StudyConfig:
                 raise PaintRayError(f"epochs {shown(e)} for task {task!r} must be a number above 0")
         if self.resources is not None:
             self.resources.validate()
+        if not (math.isfinite(self.keep_evaluators) and self.keep_evaluators > 0):
+            raise PaintRayError(f"--keep-evaluators {self.keep_evaluators:g} s must be a positive duration, e.g. 30m")
         if self.evaluators is not None and self.evaluators < 1:
             raise PaintRayError(f"--evaluators {self.evaluators} must be >= 1 (or leave it out: one per GPU or CPU)")
         if self.device is not None:
             check_device(self.device)
         if self.eval_memory is not None:
-            from .memory import check_budget, image_size_of_spec
+            from .evaluation.memory import check_budget, image_size_of_spec
             sizes = [image_size_of_spec(m) for m in self.models]
             for size in {s for s in sizes if s}:      # unknown sizes are checked once the model is loaded
                 check_budget(self.eval_memory, size)
         if data:
             ensure_writable(self.out)
+            self._validated = self._state()
 
     def recipes(self) -> list[FinetuneConfig]:
         """Every point of the hyperparameter grid, once per seed, as a fine-tuning recipe."""

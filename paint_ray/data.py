@@ -1,6 +1,8 @@
 """Splits preprocessed once into uint8 tensors at the model's resolution (the evaluation currency).
 
 Normalisation happens per batch on the device (models/normalize.py); nothing is decoded twice.
+
+May import: errors, tasks
 """
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .tasks import ArraySplit, Task
+from .tasks import ArraySplit
 
 
 @dataclass(frozen=True)
@@ -51,18 +53,6 @@ def prepare(data, image_size: int) -> PreparedSplit:
         labels = np.array([y for _, y in items], dtype=np.int64)
     return PreparedSplit(torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))),
                          torch.from_numpy(np.asarray(labels, dtype=np.int64)))
-
-
-def prepare_task(task: Task, split: str, image_size: int) -> PreparedSplit:
-    """In-memory ArraySplits are prepared here; on-disk splits go through the eval cache (decoded once)."""
-    from .eval_cache import cached_prepare, lookup
-    hit = lookup(task, split, image_size)   # a hit skips even listing the dataset's files
-    if hit is not None:
-        return hit
-    data = task.split(split)
-    if isinstance(data, ArraySplit):
-        return prepare(data, image_size)
-    return cached_prepare(task, split, image_size, data=data)
 
 
 def image_size_of(visual: torch.nn.Module) -> int:

@@ -1,4 +1,7 @@
-"""The one exception type users see: a one-line message naming the bad value and what would be valid."""
+"""The one exception type users see: a one-line message naming the bad value and what would be valid.
+
+May import: nothing in paint_ray
+"""
 from __future__ import annotations
 
 import difflib

@@ -12,25 +12,26 @@ Each mode is a producer of fine-tuning jobs and weight sets for the pipeline's o
 Every mode chooses on validation of all its patch tasks plus the supported tasks, by the study's rule. With
 the max-drop rule (experiments/multitask.py's default, a 3-point budget) the specialised models and every mode
 are chosen at the same supported-drop budget, always measured from the zero-shot model θ0.
+
+May import: errors, identity, paths, devices, tasks, data, models, caches, weights, training, evaluation, config, results, reporting, backends, distributed, pipeline
 """
 from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 
 import pandas as pd
 
-from .backends import Backend, WeightSet
+from .backends import Backend
+from .evaluation.weight_set import WeightSet
 from .config import StudyConfig, anchored
 from .errors import PaintRayError, unknown
-from .finetune import visual_state
+from .training.finetune import visual_state
 from .identity import digest
-from .interpolate import lerp_state
-from .merging import COMBINERS, as_theta, merge_task_vectors, task_vectors
-from .models.checkpoints import load_tensors, save_tensors
-from .paths import home
-from .pipeline import PatchedModel, Pipeline, StudyResult, default_backend, exclusive
+from .weights.interpolate import lerp_state
+from .weights.merging import COMBINERS, as_theta, merge_task_vectors, task_vectors
+from .results.study import PatchedModel, StudyResult
+from .pipeline import Pipeline, default_backend, exclusive
 
 MODES = ("joint", "sequential", "parallel")
 MAX_COMBINATIONS = 512          # per-task search: every combination is a weight set held by an evaluator
@@ -77,14 +78,6 @@ class MultitaskConfig:
                                     f"or give --coefficients")
 
 
-def _saved(state: dict, kind: str, key: str) -> Path:
-    """A derived weight file (sequential start, merged model), content-addressed by the key of its inputs."""
-    path = home() / kind / f"{key}.safetensors"
-    if not path.is_file():
-        save_tensors(state, path)
-    return path
-
-
 def run_multitask(mt: MultitaskConfig, backend: Backend | None = None) -> tuple[StudyResult, pd.DataFrame]:
     """The specialised models, then each mode; returns (a StudyResult of every patched model, the table)."""
     mt.validate()
@@ -119,16 +112,16 @@ def _modes(pipe: Pipeline, mt: MultitaskConfig, by_task: dict[str, PatchedModel]
     if "sequential" in mt.modes:
         first = by_task[patch[0]]
         start_key = digest([first.weights.key, first.selection.alpha])
-        current = lerp_state(theta0, load_tensors(first.weights.theta1), first.selection.alpha)
+        current = lerp_state(theta0, pipe.load_weights(first.weights.theta1), first.selection.alpha)
         for k, task in enumerate(patch[1:], start=2):
-            start = _saved(current, "starts", start_key)
+            start = pipe.save_weights(current, "starts", start_key)
             trials = pipe.finetune(pipe.jobs(spec, [task], mode="sequential", start=start, start_key=start_key))
             sets = [pipe.weight_set(tr, start, start_key, patch[:k]) for tr in trials]
             pipe.sweep(sets, alphas)
             # α = 0 here is the model patched so far, not θ0: the drop budget is measured from θ0's frontier
             pm = pipe.select(sets, patch[:k], alphas, config={"first_alpha": first.selection.alpha},
                              baseline=zero_shot)
-            current = lerp_state(current, load_tensors(pm.weights.theta1), pm.selection.alpha)
+            current = lerp_state(current, pipe.load_weights(pm.weights.theta1), pm.selection.alpha)
             start_key = digest([pm.weights.key, pm.selection.alpha])
             if k == len(patch):
                 out.append(pm)
@@ -136,13 +129,13 @@ def _modes(pipe: Pipeline, mt: MultitaskConfig, by_task: dict[str, PatchedModel]
     if "parallel" in mt.modes:
         chosen = [by_task[t].weights for t in patch]
         names = list(theta0)
-        taus = task_vectors([theta0[n] for n in names], [[load_tensors(w.theta1)[n] for n in names] for w in chosen])
+        taus = task_vectors([theta0[n] for n in names], [[pipe.load_weights(w.theta1)[n] for n in names] for w in chosen])
 
         def merged_set(coefs: list[float] | None) -> WeightSet:
             key = digest([mt.combiner, mt.density, coefs, [w.key for w in chosen]])
             theta = dict(zip(names, as_theta([theta0[n] for n in names],
                                              merge_task_vectors(taus, mt.combiner, coefs, mt.density))))
-            return WeightSet(pipe.refs[spec], _saved(theta, "merged", key), key, "+".join(patch), "parallel",
+            return WeightSet(pipe.refs[spec], pipe.save_weights(theta, "merged", key), key, "+".join(patch), "parallel",
                              tuple(cfg.eval_tasks("+".join(patch))),
                              recipe={"combiner": mt.combiner, "density": mt.density,
                                      "coefficients": ",".join(f"{c:g}" for c in coefs) if coefs else ""})

@@ -4,87 +4,36 @@ Written once; where it runs is a backend (backends/local.py in this process, dis
 Ray). Multi-task modes (multitask.py) are producers of fine-tuning jobs and weight sets for the same
 sweep and selection. Every reuse is by content (identity.py): result rows by model digest, weight-set
 key, task data, eval precision and device; θ1s by their job key; heads by model and prompts.
+
+May import: errors, identity, paths, devices, tasks, data, models, caches, weights, training, evaluation, config, results, reporting, backends, distributed
 """
 from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
-from . import cache
-from .backends import Backend, FinetuneJob, ModelRef, TrialResult, WeightSet, set_key
+from .backends import Backend
+from .training.job import FinetuneJob, TrialResult
+from .models.registry import ModelRef
+from .caches.train import train_key
+from .models.checkpoints import load_tensors, save_tensors
+from .paths import home
+from .weights.store import fetch, publish, relative_name
+from .evaluation.weight_set import WeightSet, set_key
 from .config import SPLITS, StudyConfig, anchored
-from .identity import SCHEMA_VERSION, digest, task_key
+from .caches.eval import task_key
+from .identity import SCHEMA_VERSION, digest
 from .models.registry import EMBEDDED, LoadedModel, ensure_embedded, load_model
 from .errors import PaintRayError
-from .results import ResultStore, ensure_writable, row_key
-from .robust import budget_metrics
-from .selection import Selection, frontier_table, select_alpha
+from .results.store import ResultStore, row_key
+from .paths import ensure_writable
+from .results.selection import frontier_table, select_alpha
+from .results.study import PatchedModel, StudyResult
 from .tasks import get_task
-
-
-@dataclass
-class PatchedModel:
-    """One patched model after selection: its weight set, the chosen α and its frontier."""
-    model: str
-    pretrained: str
-    patch: str
-    weights: WeightSet
-    config: dict
-    frontier: pd.DataFrame
-    selection: Selection
-    drift: dict
-    mode: str = "single"
-    coefficient_table: pd.DataFrame | None = field(default=None, repr=False)   # per-task coefficients
-    seed: int = 0                   # the fine-tuning seed of its trials
-
-    @property
-    def label(self) -> str:
-        """model/patch[/mode][/seedN]: how tables and MLflow name it (seed 0 unnamed, as before seeds)."""
-        return (f"{self.model}/{self.patch}" + ("" if self.mode == "single" else f"/{self.mode}")
-                + (f"/seed{self.seed}" if self.seed else ""))
-
-    @property
-    def trial(self) -> str:
-        return self.weights.trial
-
-    def summary(self, supported: Sequence[str], extra: Sequence[str] = ()) -> dict:
-        f = self.frontier.set_index("alpha")
-        zs, ft, pa = f.loc[0.0], f.loc[1.0], f.loc[self.selection.alpha]
-        row = {"model": self.model, "patch": self.patch, "mode": self.mode, "seed": self.seed, "trial": self.trial,
-               "alpha": self.selection.alpha,
-               "patch_zero_shot": zs.patch_test, "patch_fine_tuned": ft.patch_test, "patch_patched": pa.patch_test,
-               "supported_zero_shot": zs.supported_test, "supported_fine_tuned": ft.supported_test,
-               "supported_patched": pa.supported_test,
-               "gain": pa.patch_test - zs.patch_test, "drop": zs.supported_test - pa.supported_test,
-               **budget_metrics(self.frontier), **self.drift}
-        for t in supported:
-            row[f"{t}_patched"] = pa[f"{t}_test"]
-        for t in extra:
-            if f"{t}_test" in f.columns:
-                row.update({f"{t}_zero_shot": zs[f"{t}_test"], f"{t}_fine_tuned": ft[f"{t}_test"],
-                            f"{t}_patched": pa[f"{t}_test"]})
-        return row
-
-
-@dataclass
-class StudyResult:
-    config: StudyConfig
-    patched: list[PatchedModel]
-    trials: pd.DataFrame
-    timings: dict
-    models: dict[str, LoadedModel] = field(default_factory=dict, repr=False)
-    run_ids: dict[str, str] = field(default_factory=dict)
-
-    def table(self) -> pd.DataFrame:
-        return pd.DataFrame([p.summary(self.config.supported, self.config.extra_tasks) for p in self.patched])
-
-    def selection_rule(self) -> str:
-        return self.patched[0].selection.describe() if self.patched else self.config.rule
 
 
 class Pipeline:
@@ -95,7 +44,16 @@ class Pipeline:
         self.refs: dict[str, ModelRef] = {}
         self.trials: list[TrialResult] = []
         self.tracking_uri: str | None = None
+        self._identity: dict[str, str] | None = None
         self._t0 = time.time()
+
+    @property
+    def identity(self) -> dict[str, str]:
+        """Eval precision and device type of the rows (asked of the backend when first needed: on a cluster
+        that is after fine-tuning, so no evaluator holds a GPU while Tune wants it)."""
+        if self._identity is None:
+            self._identity = self.backend.eval_identity()
+        return self._identity
 
     @classmethod
     def attached(cls, cfg: StudyConfig, backend: Backend, tasks: Sequence[str]) -> "Pipeline":
@@ -104,16 +62,16 @@ class Pipeline:
         pipe.store = ResultStore(Path(cfg.out) / "results")
         pipe.tasks = {n: get_task(n, cfg.data_root) for n in tasks}
         pipe.task_keys = {n: task_key(t) for n, t in pipe.tasks.items()}
-        pipe.identity = backend.eval_identity()
         return pipe
 
     # ---- 1. set-up and models ---------------------------------------------------------------
     def prepare(self) -> "Pipeline":
-        """Check everything cheap first (options, tracking server, cluster), then load every model."""
+        """Check everything cheap first (options, tracking server, cluster), then load every model. Heads
+        are not encoded here: the backend encodes them where its devices are (evaluators, trials)."""
         cfg = self.cfg
-        cfg.validate()
+        cfg.ensure_valid()
         if cfg.mlflow:
-            from .tracking import check_tracking, tracking_uri
+            from .reporting.tracking import check_tracking, tracking_uri
             self.tracking_uri = tracking_uri(cfg.out, cfg.tracking_uri)
             check_tracking(self.tracking_uri)      # an unreachable server fails now, not after training
         self.store = ResultStore(Path(cfg.out) / "results")
@@ -127,30 +85,27 @@ class Pipeline:
             loaded = load_model(spec, progress=cfg.progress)
             if cfg.eval_memory is not None:        # sizes unknown before loading (hub models), still before training
                 from .data import image_size_of
-                from .memory import check_budget
+                from .evaluation.memory import check_budget
                 check_budget(cfg.eval_memory, image_size_of(loaded.model.visual))
             self.models[spec] = loaded
-            self.refs[spec] = ModelRef(spec, loaded.digest, loaded.pretrained, loaded.arch,
-                                       sum(p.numel() for p in loaded.model.visual.parameters()))
-            for task in self.tasks.values():
-                cache.cached_head(loaded, task)
+            self.refs[spec] = loaded.ref
             self.backend.add_model(loaded)
-        self.identity = self.backend.eval_identity()
         self.timings["models_s"] = time.time() - t
         return self
 
     # ---- 2. fine-tuning ---------------------------------------------------------------------
-    def jobs(self, spec: str, tasks: Sequence[str], mode: str = "single", start: Path | None = None,
+    def jobs(self, spec: str, tasks: Sequence[str], mode: str = "single", start: str | None = None,
              start_key: str | None = None) -> list[FinetuneJob]:
         """One job per recipe of the study's hyperparameter grid. A single-task job trains its task's epochs
-        where `cfg.epochs` lists them (converted to steps from the train split's size), else the recipe's steps."""
+        where `cfg.epochs` lists them (converted to steps from the train split's size), else the recipe's steps.
+        `start` is the weights-store name of a start point (sequential), which travels through the storage."""
         recipes = self.cfg.recipes()
         if len(tasks) == 1 and tasks[0] in self.cfg.epochs:
-            from .recipe import resolve
+            from .training.recipe import resolve
             n_train = len(self.tasks[tasks[0]].split("train"))
             recipes = [resolve(r, tasks[0], n_train, self.cfg.epochs) for r in recipes]
-        return [FinetuneJob(self.refs[spec], tuple(tasks), tuple(self.task_keys[t] for t in tasks), recipe,
-                            self.cfg.data_root, str(start) if start else None, start_key, mode)
+        return [FinetuneJob(self.refs[spec], tuple(tasks), tuple(train_key(self.tasks[t], recipe) for t in tasks),
+                            recipe, self.cfg.data_root, start, start_key, mode)
                 for recipe in recipes]
 
     def finetune(self, jobs: list[FinetuneJob]) -> list[TrialResult]:
@@ -160,14 +115,28 @@ class Pipeline:
         self.timings["tune_s"] = self.timings.get("tune_s", 0.0) + time.time() - t
         return done
 
-    def weight_set(self, trial: TrialResult, start: Path | None = None, start_key: str | None = None,
+    def weight_set(self, trial: TrialResult, start: str | None = None, start_key: str | None = None,
                    patch_tasks: Sequence[str] | None = None) -> WeightSet:
         """The trial's θ1 as a set to sweep, evaluated on `patch_tasks` (default: its own tasks), the
         supported and the extra tasks."""
         job = trial.job
         patch = "+".join(patch_tasks or job.tasks)
-        return WeightSet(job.model, job.path, job.key, patch, job.mode, tuple(self.cfg.eval_tasks(patch)),
-                         start, start_key, recipe=job.recipe.as_dict())
+        return WeightSet(job.model, relative_name(job.path), job.key, patch, job.mode,
+                         tuple(self.cfg.eval_tasks(patch)), start, start_key, recipe=job.recipe.as_dict())
+
+    def save_weights(self, state: dict, kind: str, key: str) -> str:
+        """A derived weight file (a sequential start, a merged model) in this node's cache under `kind/key`,
+        published to the backend's storage so trials and evaluators on any node fetch it; returns its name."""
+        path = home() / kind / f"{key}.safetensors"
+        if not path.is_file():
+            save_tensors(state, path)
+        if self.backend.storage:
+            publish(path, self.backend.storage)
+        return relative_name(path)
+
+    def load_weights(self, name: str) -> dict:
+        """Weights by their store name: from this node's cache, else fetched (verified) from the storage."""
+        return load_tensors(fetch(name, self.backend.storage))
 
     # ---- 3. sweep ---------------------------------------------------------------------------
     def row(self, ws: WeightSet, r: dict) -> dict:
@@ -200,7 +169,7 @@ class Pipeline:
         frame = self.store.read() if frame is None else frame
         keys = {self.task_keys[t] for t in ws.eval_tasks}
         mine = frame[(frame.weights == ws.key) & (frame.model_digest == ws.model.digest)
-                     & (frame.precision == self.identity["precision"]) & (frame.device == self.identity["device"])
+                     & (frame.precision == self.identity["precision"]) & (frame["device"] == self.identity["device"])
                      & frame.task_key.isin(keys) & frame.alpha.isin(alphas)]
         return frontier_table(mine, patch_tasks, self.cfg.supported)
 
@@ -253,13 +222,14 @@ class Pipeline:
                                 "trial": f"{'+'.join(tr.job.tasks)}-{tr.job.key[:8]}", "key": tr.job.key,
                                 "seed": tr.job.recipe.seed,
                                 "weights": set_key(tr.job.model.digest, tr.job.key, tr.job.start_key),
-                                "theta1": str(tr.path), "start": tr.job.start or "", "recipe": tr.job.recipe.as_dict(),
+                                "theta1": relative_name(tr.path), "start": tr.job.start or "", "recipe": tr.job.recipe.as_dict(),
                                 "patch_val_acc": tr.val_acc, "history": tr.history, "path": tr.tune_path,
                                 "node_id": tr.node_id, "cached": tr.cached} for tr in self.trials])
-        result = StudyResult(self.cfg, patched, trials, self.timings, self.models)
+        result = StudyResult(self.cfg, patched, trials, self.timings, self.models,
+                             storage=self.backend.storage, identity=dict(self.identity))
         if self.tracking_uri:
             t = time.time()
-            from .tracking import log_study
+            from .reporting.tracking import log_study
             result.run_ids = log_study(result, self.tracking_uri, register=self.cfg.register,
                                        identity={**self.identity, "tasks": self.task_keys})
             self.timings["mlflow_s"] = time.time() - t

@@ -15,7 +15,7 @@ import pytest
 
 from paint_ray.cli import main
 from paint_ray.errors import PaintRayError
-from paint_ray.finetune import FinetuneConfig
+from paint_ray.training.finetune import FinetuneConfig
 
 import paper_fixtures as pf
 from conftest import run_cli

@@ -5,12 +5,12 @@ import open_clip
 import pytest
 import torch
 
-from paint_ray.data import prepare_task
+from paint_ray.caches.eval import prepare_task
 from paint_ray.errors import PaintRayError
-from paint_ray.evaluator import ZERO_SHOT, Cell, Evaluator
-from paint_ray.finetune import Finetuner, FinetuneConfig, visual_state
-from paint_ray.heads import zero_shot_head
-from paint_ray.interpolate import interpolate_
+from paint_ray.evaluation.evaluator import ZERO_SHOT, Cell, Evaluator
+from paint_ray.training.finetune import Finetuner, FinetuneConfig, visual_state
+from paint_ray.models.heads import zero_shot_head
+from paint_ray.weights.interpolate import interpolate_
 from paint_ray.models.checkpoints import WEIGHTS_NAME, load_tensors, save_model_dir
 from paint_ray.models.registry import load_model
 from paint_ray.tasks import get_task
@@ -102,7 +102,7 @@ def test_evaluator_reuses_alpha0_and_matches_direct_model(tiny):
     assert by[("a", 0.0)] == by[("b", 0.0)] and by[("a", 1.0)] == by[("b", 1.0)]
     # α=0 evaluated once for both θ1s: memo holds one zero-shot cell, and a, b at 0.5 and 1.0
     assert sum(1 for c in ev.memo if c.alpha == 0.0) == 1 and Cell(ZERO_SHOT, 0.0, "colors", "val") in ev.memo
-    from paint_ray.finetune import accuracy
+    from paint_ray.training.finetune import accuracy
     data = prepare_task(get_task("colors"), "val", 32)
     assert by[("a", 1.0)] == pytest.approx(accuracy(tuner.visual, head, data))
     assert by[("a", 0.0)] == pytest.approx(accuracy(tiny.model.visual, head, data))

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 import torch
 
-from paint_ray.data import prepare, prepare_task
+from paint_ray.data import prepare
+from paint_ray.caches.eval import prepare_task
 from paint_ray.tasks import get_task
 from paint_ray.tasks.paper import common
 

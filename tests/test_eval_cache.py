@@ -6,8 +6,9 @@ import pytest
 import torch
 from PIL import Image
 
-from paint_ray import eval_cache
-from paint_ray.data import prepare, prepare_task
+from paint_ray.caches import eval as eval_cache
+from paint_ray.data import prepare
+from paint_ray.caches.eval import prepare_task
 from paint_ray.errors import PaintRayError
 from paint_ray.tasks import ArraySplit, Task, get_task
 

@@ -43,7 +43,7 @@ def test_evaluator_killed_mid_sweep_is_replaced_and_finished_cells_are_not_recom
 
     from paint_ray.distributed.backend import RayBackend
     from paint_ray.pipeline import run_study, study_id
-    from paint_ray.results import KEY
+    from paint_ray.results.store import KEY
 
     class KillOneEvaluator(RayBackend):
         """Kills evaluator 1 as soon as the first unit's rows come back (the sweep is then mid-way)."""
@@ -100,7 +100,7 @@ def test_trial_killed_mid_training_resumes_from_its_last_checkpoint(ray_local, t
 
 
 def test_zero_byte_and_truncated_parquet_parts_are_set_aside_and_recomputed(tiny, tmp_path, capsys):
-    from paint_ray.results import KEY, ResultStore
+    from paint_ray.results.store import KEY, ResultStore
     first = _local(_config(tmp_path))
     parts = sorted((tmp_path / "results").glob("part-*.parquet"))
     before = len(_raw(tmp_path))
@@ -117,7 +117,7 @@ def test_zero_byte_and_truncated_parquet_parts_are_set_aside_and_recomputed(tiny
 
 
 def test_corrupt_cached_head_and_theta1_are_recomputed(tiny, tmp_path, capsys):
-    from paint_ray import cache
+    from paint_ray.caches import heads as cache
     from paint_ray.tasks import get_task
     first = _local(_config(tmp_path / "a"))
     theta1 = first.patched[0].weights.theta1
@@ -144,8 +144,8 @@ def test_a_second_run_into_the_same_out_refuses_in_one_line(tiny, tmp_path):
 
 def test_weights_that_do_not_fit_name_the_tensor(tiny):
     from paint_ray.errors import PaintRayError
-    from paint_ray.finetune import visual_state
-    from paint_ray.interpolate import load_floating_state
+    from paint_ray.training.finetune import visual_state
+    from paint_ray.weights.interpolate import load_floating_state
     state = visual_state(tiny.model.visual)
     with pytest.raises(PaintRayError, match="lack tensor 'proj'"):
         load_floating_state(tiny.model.visual, {k: v for k, v in state.items() if k != "proj"})

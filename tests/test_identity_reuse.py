@@ -36,7 +36,7 @@ def _frontier(result) -> pd.DataFrame:
 
 def _current_rows(out, result) -> pd.DataFrame:
     """The rows a result's frontier was built from, as (alpha, task, split) -> accuracy."""
-    from paint_ray.results import ResultStore
+    from paint_ray.results.store import ResultStore
     rows = ResultStore(out / "results").read()
     ws = result.patched[0].weights
     rows = rows[(rows.weights == ws.key) & (rows.model_digest == ws.model.digest)]
@@ -76,7 +76,7 @@ def test_data_changed_under_the_same_root_is_recomputed(tiny, tmp_path):
     assert rerun.patched[0].weights.theta1 != theta1_before          # fine-tuned again, on the new data
     assert not _frontier(rerun)["mnist_test"].equals(_frontier(before)["mnist_test"])
     # colors did not change: its θ0 rows were reused, not recomputed (same key, one row each)
-    from paint_ray.results import KEY, ResultStore
+    from paint_ray.results.store import KEY, ResultStore
     rows = ResultStore(out / "results").read()
     assert not rows.duplicated(KEY).any()
     zero_colors = rows[(rows.alpha == 0.0) & (rows.eval_task == "colors") & (rows.weights == rerun.patched[0].weights.key)]
@@ -108,7 +108,7 @@ def test_precision_switch_is_recomputed_not_reused(tiny, tmp_path, monkeypatch):
     rerun = _study(out)
     fresh = _study(tmp_path / "fresh")
     _assert_same_as_fresh(rerun, out, fresh, tmp_path / "fresh")
-    from paint_ray.results import ResultStore
+    from paint_ray.results.store import ResultStore
     rows = ResultStore(out / "results").read()
     assert set(rows.precision) == {"fp32", "bf16"}
     assert (rows.precision == "bf16").sum() == (rows.precision == "fp32").sum() == 3 * 2 * 2

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from paint_ray.errors import PaintRayError
-from paint_ray.interpolate import add_task_vectors_, interpolate_
-from paint_ray.merging import COMBINERS, as_theta, merge_task_vectors, task_vectors
+from paint_ray.weights.interpolate import add_task_vectors_, interpolate_
+from paint_ray.weights.merging import COMBINERS, as_theta, merge_task_vectors, task_vectors
 
 
 def t(values) -> torch.Tensor:

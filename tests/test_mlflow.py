@@ -115,7 +115,7 @@ def test_a_run_whose_logging_fails_is_failed_and_the_next_log_replaces_it(mlflow
 
     from mlflow import MlflowClient
 
-    from paint_ray.tracking import log_study
+    from paint_ray.reporting.tracking import log_study
     cfg, result = logged_study
     study = replace(cfg, name="t-mlflow-fail", out=str(tmp_path))
     pm = result.patched[0]                                      # no θ1 file: saving the patched model fails
@@ -134,11 +134,11 @@ def test_a_run_whose_logging_fails_is_failed_and_the_next_log_replaces_it(mlflow
 
 def test_load_patched_reproduces_study_predictions(mlflow_server, logged_study):
     import paint_ray
-    from paint_ray.data import prepare_task
-    from paint_ray.evaluator import Evaluator
-    from paint_ray.finetune import batch_logits
+    from paint_ray.caches.eval import prepare_task
+    from paint_ray.evaluation.evaluator import Evaluator
+    from paint_ray.models.heads import batch_logits
     from paint_ray.models.normalize import to_model_input
-    from paint_ray.results import ResultStore
+    from paint_ray.results.store import ResultStore
     from paint_ray.tasks import get_task
     cfg, result = logged_study
     chosen = result.patched[0]
@@ -152,7 +152,7 @@ def test_load_patched_reproduces_study_predictions(mlflow_server, logged_study):
     predictions = bundle.predict("colors", data.images)
 
     ev = Evaluator(result.models[TINY].model.visual)               # the study's own θα, formed in place
-    from paint_ray.cache import cached_head
+    from paint_ray.caches.heads import cached_head
     from paint_ray.models.checkpoints import load_tensors
     ev.add_weights(chosen.trial, load_tensors(chosen.weights.theta1))
     ev.set_model(chosen.trial, chosen.selection.alpha)
@@ -174,7 +174,7 @@ def test_unknown_run_id_and_unreachable_server_are_one_line(mlflow_server, tmp_p
     from paint_ray.errors import PaintRayError
     from paint_ray.config import StudyConfig
     from paint_ray.pipeline import run_study
-    from paint_ray.tracking import load_patched
+    from paint_ray.reporting.tracking import load_patched
     with pytest.raises(PaintRayError, match="unknown MLflow run id 'deadbeef'"):
         load_patched("deadbeef", mlflow_server)
     cli = run_cli("load", "deadbeef", "--tracking-uri", mlflow_server)

@@ -17,9 +17,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_joint_batches_score_each_example_with_its_own_head(tiny):
-    from paint_ray.data import prepare_task
-    from paint_ray.finetune import Finetuner, FinetuneConfig
-    from paint_ray.heads import zero_shot_head
+    from paint_ray.caches.eval import prepare_task
+    from paint_ray.training.finetune import Finetuner, FinetuneConfig
+    from paint_ray.models.heads import zero_shot_head
     from paint_ray.tasks import get_task
     tasks = {n: get_task(n) for n in ("colors", "counting")}
     heads = {n: zero_shot_head(tiny.model, tiny.tokenizer, t) for n, t in tasks.items()}
@@ -54,7 +54,7 @@ def test_joint_batches_score_each_example_with_its_own_head(tiny):
 
 
 def test_weights_with_a_start_interpolate_from_it(tiny):
-    from paint_ray.evaluator import Cell, Evaluator
+    from paint_ray.evaluation.evaluator import Cell, Evaluator
     ev = Evaluator(tiny.model.visual)
     torch.manual_seed(0)
     start = {n: t + 0.01 * torch.randn_like(t) for n, t in zip(ev.names, ev.theta0)}
@@ -125,7 +125,7 @@ def test_per_task_coefficients_search_and_given_coefficients_log_to_mlflow(ray_l
     assert len(result.run_ids) == len(result.patched)         # every patched model reached MLflow
     from mlflow import MlflowClient
 
-    from paint_ray.tracking import tracking_uri
+    from paint_ray.reporting.tracking import tracking_uri
     client = MlflowClient(tracking_uri(cfg.out, None))
     artifacts = {a.path for a in client.list_artifacts(result.run_ids[f"{TINY}/colors+counting/parallel"])}
     assert "coefficients.json" in artifacts

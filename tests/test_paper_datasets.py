@@ -231,7 +231,7 @@ def test_malformed_datasets_are_one_line_errors(tmp_path):
 
 
 def test_an_unreadable_image_is_a_one_line_error_when_decoded(tmp_path, monkeypatch):
-    from paint_ray.data import prepare_task
+    from paint_ray.caches.eval import prepare_task
     monkeypatch.setenv("PAINT_RAY_HOME", str(tmp_path / "home"))
     pf.write_dtd(tmp_path)
     victim = (tmp_path / "dtd/dtd/labels/test1.txt").read_text().split()[0]      # e.g. zigzagged/zigzagged_0025.jpg

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from paint_ray.errors import PaintRayError
-from paint_ray.memory import check_budget, image_bytes, min_budget, parse_bytes
-from paint_ray.placement import SplitRef, plan
+from paint_ray.evaluation.memory import check_budget, image_bytes, min_budget, parse_bytes
+from paint_ray.evaluation.placement import SplitRef, plan
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -78,10 +78,11 @@ def test_budget_below_one_batch_is_refused():
 
 def test_streamed_shards_give_the_rows_of_one_resident_split(tiny):
     """The same cells, resident whole vs streamed in shards on the CPU: equal correct counts, bit for bit."""
-    from paint_ray import cache
-    from paint_ray.data import image_size_of, prepare_task
-    from paint_ray.evaluator import Cell, Evaluator
-    from paint_ray.finetune import visual_state
+    from paint_ray.caches import heads as cache
+    from paint_ray.data import image_size_of
+    from paint_ray.caches.eval import prepare_task
+    from paint_ray.evaluation.evaluator import Cell, Evaluator
+    from paint_ray.training.finetune import visual_state
     from paint_ray.tasks import get_task
     task = get_task("shapes")
     size = image_size_of(tiny.model.visual)
@@ -110,7 +111,7 @@ def test_streamed_shards_give_the_rows_of_one_resident_split(tiny):
 
 def test_weights_travel_by_name_through_the_storage(tmp_path, home):
     from paint_ray.models.checkpoints import load_tensors, save_tensors
-    from paint_ray.weights_store import fetch, publish
+    from paint_ray.weights.store import fetch, publish
     local = home / "finetuned" / "test-weights-store.safetensors"
     save_tensors({"w": torch.arange(6.0)}, local)
     storage = str(tmp_path / "storage")

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from paint_ray.errors import PaintRayError
-from paint_ray.precision import cpu_has_native_bf16, eval_precision, inference_autocast
+from paint_ray.devices import cpu_has_native_bf16, eval_precision, inference_autocast
 
 
 def test_cpu_precision_follows_the_cpu(monkeypatch):

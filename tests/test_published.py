@@ -15,9 +15,9 @@ from safetensors.torch import save_file
 
 import paper_fixtures as pf
 from conftest import hub_snapshot
-from paint_ray import published
-from paint_ray.published import FINE_TUNED, JOINT, PATCHED, ZERO_SHOT, Comparison
-from paint_ray.published_report import summary_columns
+from paint_ray.reporting import published
+from paint_ray.reporting.published import FINE_TUNED, JOINT, PATCHED, ZERO_SHOT, Comparison
+from paint_ray.reporting.published_report import summary_columns
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -57,8 +57,8 @@ def test_more_than_two_points_apart_is_flagged():
 
 
 def test_an_embedded_report_gets_no_published_columns():
-    from paint_ray.pipeline import PatchedModel
-    from paint_ray.selection import Selection
+    from paint_ray.results.study import PatchedModel
+    from paint_ray.results.selection import Selection
     frontier = pd.DataFrame({"alpha": [0.0, 1.0], "digits_test": [0.5, 0.9], "shapes_test": [0.9, 0.8]})
     pm = PatchedModel("toy-m", "embedded", "digits", None, {}, frontier, Selection(1.0, "mean", None, 0.9, 0.8), {})
     assert summary_columns(pm, ["shapes"]) == {}
@@ -124,10 +124,10 @@ def test_paper_preset_report_shows_published_figures_and_flags_them(tmp_path, of
 
 
 def test_the_published_paint_curve_is_drawn_for_the_same_experiment(tmp_path):
-    from paint_ray.pipeline import PatchedModel
-    from paint_ray.plots import frontier_plot
-    from paint_ray.published_report import comparisons, plot_marks
-    from paint_ray.selection import Selection, frontier_table
+    from paint_ray.results.study import PatchedModel
+    from paint_ray.reporting.plots import frontier_plot
+    from paint_ray.reporting.published_report import comparisons, plot_marks
+    from paint_ray.results.selection import Selection, frontier_table
     rows = pd.DataFrame([{"alpha": a, "eval_task": t, "split": s, "accuracy": acc}
                          for a, mnist, cifar in ((0.0, 0.50, 0.90), (0.5, 0.97, 0.84), (1.0, 0.99, 0.40))
                          for t, acc in (("mnist", mnist), ("cifar10", cifar)) for s in ("val", "test")])

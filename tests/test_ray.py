@@ -34,7 +34,7 @@ def _raw_rows(out: Path) -> pd.DataFrame:
 
 def test_study_runs_then_rerun_resumes_and_live_reuse_loads_nothing(ray_local, tmp_path):
     from paint_ray import live
-    from paint_ray.results import KEY
+    from paint_ray.results.store import KEY
     from paint_ray.pipeline import run_study
     import tempfile
     out = tmp_path / "study"
@@ -109,7 +109,7 @@ def test_killed_driver_rerun_loses_and_duplicates_nothing(ray_local, tmp_path):
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     rows = _raw_rows(out)
-    from paint_ray.results import KEY
+    from paint_ray.results.store import KEY
     assert len(rows) == expected and not rows.duplicated(KEY).any()
 
 

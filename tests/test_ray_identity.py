@@ -48,7 +48,7 @@ def test_hf_hub_model_runs_a_ray_study_end_to_end_and_its_patched_model_loads(ra
     bundle = load_patched(result.run_ids[f"{spec}/colors"], f"sqlite:///{tmp_path / 'mlflow.db'}")
     assert bundle.alpha == pm.selection.alpha
     assert sum(isinstance(m, open_clip.transformer.QuickGELU) for m in bundle.model.visual.modules()) == 2
-    from paint_ray.data import prepare_task
+    from paint_ray.caches.eval import prepare_task
     from paint_ray.tasks import get_task
     data = prepare_task(get_task("colors"), "test", 32)
     acc = float((bundle.predict("colors", data.images) == data.labels).float().mean())

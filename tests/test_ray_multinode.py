@@ -59,7 +59,7 @@ def test_data_stays_on_budgeted_evaluators_and_weights_move(gpu_cluster, tmp_pat
     from paint_ray import live
     from paint_ray.backends.local import LocalBackend
     from paint_ray.pipeline import run_study, study_id
-    from paint_ray.results import ResultStore
+    from paint_ray.results.store import ResultStore
     cluster, nodes, _ = gpu_cluster
     gpu_node_ids = {n.node_id for n in nodes}
     cfg = study(tmp_path / "ray", cluster, eval_memory=BUDGET)

@@ -16,14 +16,15 @@ from torchvision.transforms import functional as F1
 from torchvision.transforms.v2 import functional as F2
 
 import paper_fixtures as pf
-from paint_ray.augment import RATIO, SCALE, crop_params, random_resized_crops, resized_crop
-from paint_ray.backends import FinetuneJob, ModelRef
+from paint_ray.training.augment import RATIO, SCALE, crop_params, random_resized_crops, resized_crop
+from paint_ray.training.job import FinetuneJob
+from paint_ray.models.registry import ModelRef
 from paint_ray.errors import PaintRayError
-from paint_ray.finetune import FinetuneConfig, Finetuner
-from paint_ray.cache import cached_head
-from paint_ray.recipe import PAPER_EPOCHS, PAPER_SEARCH_SPACE, resolve, steps_for_epochs
+from paint_ray.training.finetune import FinetuneConfig, Finetuner
+from paint_ray.caches.heads import cached_head
+from paint_ray.training.recipe import PAPER_EPOCHS, PAPER_SEARCH_SPACE, resolve, steps_for_epochs
 from paint_ray.tasks import get_task
-from paint_ray.train_cache import entry_dir, full_view, full_view_side, train_split
+from paint_ray.caches.train import entry_dir, full_view, full_view_side, train_split
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -16,7 +16,7 @@ def _frontier(patch_val, supp_val, patch_test=None, supp_test=None, alphas=None)
 
 
 def test_budget_points_are_chosen_on_val_and_read_on_test():
-    from paint_ray.robust import budget_metrics
+    from paint_ray.results.robust import budget_metrics
     # val: α 0.5 drops 0.5 points, α 0.75 drops 2 points, α 1 drops 10; test differs from val on purpose
     f = _frontier([0.2, 0.4, 0.6, 0.7, 0.9], [0.9, 0.9, 0.895, 0.88, 0.80],
                   patch_test=[0.25, 0.45, 0.62, 0.74, 0.91], supp_test=[0.92, 0.91, 0.90, 0.89, 0.81])
@@ -27,7 +27,7 @@ def test_budget_points_are_chosen_on_val_and_read_on_test():
 
 
 def test_frontier_area_is_the_mean_best_gain_over_budgets():
-    from paint_ray.robust import frontier_area
+    from paint_ray.results.robust import frontier_area
     # a straight frontier: every point of drop buys 5 points of gain, up to 40 points at a drop of 8
     f = _frontier([0.5, 0.7, 0.9], [0.9, 0.86, 0.82])
     best = np.minimum(5 * np.linspace(0, 10, 100001), 40)          # gain(d) in points
@@ -48,7 +48,7 @@ def _table(values: dict) -> pd.DataFrame:
 
 
 def test_trends_count_the_seeds_they_hold_in():
-    from paint_ray.robust import across_seeds, format_summary, trends
+    from paint_ray.results.robust import across_seeds, format_summary, trends
     models = ["toy-s", "toy-m", "toy-l"]
     table = _table({("toy-s", 0): 0.1, ("toy-m", 0): 0.2, ("toy-l", 0): 0.3,
                     ("toy-s", 1): 0.1, ("toy-m", 1): 0.35, ("toy-l", 1): 0.3})

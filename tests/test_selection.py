@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from paint_ray.selection import frontier_table, pareto_mask, select_alpha
+from paint_ray.results.selection import frontier_table, pareto_mask, select_alpha
 
 
 def _rows(points):

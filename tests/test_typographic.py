@@ -7,7 +7,7 @@ import pytest
 from paint_ray.errors import PaintRayError
 from paint_ray.tasks import ArraySplit, Task, get_task, task_names
 from paint_ray.tasks.embedded import shapes_task
-from paint_ray.typographic import TypographicAttack, attacked_task
+from paint_ray.tasks.typographic import TypographicAttack, attacked_task
 from paint_ray.world import render
 
 

@@ -15,10 +15,11 @@ import torch
 from conftest import TINY
 from PIL import Image
 
-from paint_ray.answer_groups import cross_entropy, restrict
+from paint_ray.tasks.answer_groups import cross_entropy, restrict
 from paint_ray.errors import PaintRayError
-from paint_ray.evaluator import ZERO_SHOT, Cell, Evaluator
-from paint_ray.identity import digest, task_key
+from paint_ray.evaluation.evaluator import ZERO_SHOT, Cell, Evaluator
+from paint_ray.caches.eval import task_key
+from paint_ray.identity import digest
 from paint_ray.tasks import get_task
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,10 +47,11 @@ def test_restriction_picks_the_best_answer_of_the_labels_question_only():
 
 
 def test_evaluator_and_finetuning_score_within_groups_and_ordinary_tasks_are_unaffected(tiny):
-    from paint_ray.data import prepare_task
-    from paint_ray.finetune import FinetuneConfig, Finetuner, accuracy, batch_logits
+    from paint_ray.caches.eval import prepare_task
+    from paint_ray.training.finetune import FinetuneConfig, Finetuner, accuracy
+    from paint_ray.models.heads import batch_logits
     from paint_ray.models.normalize import to_model_input
-    from paint_ray.patched import PatchedBundle
+    from paint_ray.weights.patched import PatchedBundle
     data = prepare_task(get_task("colors"), "val", 32)
     torch.manual_seed(0)
     head = torch.nn.functional.normalize(torch.randn(8, tiny.model.text_projection.shape[1]), dim=-1) * 30
@@ -177,8 +179,8 @@ def write_vqa(root: Path) -> Path:
 
 
 def test_vqav2_loader_reads_the_official_format(tmp_path):
-    from paint_ray.commands.data import summary
-    from paint_ray.data import prepare_task
+    from paint_ray.cli.data import summary
+    from paint_ray.caches.eval import prepare_task
     root = write_vqa(tmp_path)
     task = get_task("vqav2", str(root))
     built = task.loader.built
@@ -267,10 +269,10 @@ QUICK = ["--local", "--models", TINY, "--steps", "3", "--warmup-steps", "1", "--
 
 
 def test_vqa_script_runs_locally_and_scores_within_each_question(tiny, tmp_path, capsys, monkeypatch):
-    from paint_ray.cache import cached_head
+    from paint_ray.caches.heads import cached_head
     from paint_ray.cli.study import main_for
-    from paint_ray.data import prepare_task
-    from paint_ray.finetune import accuracy
+    from paint_ray.caches.eval import prepare_task
+    from paint_ray.training.finetune import accuracy
     from paint_ray.tasks import vqa
     for split, n in {"train": 300, "val": 150, "test": 300}.items():    # small splits (in the fingerprint too)
         monkeypatch.setitem(vqa.VQA_SPLIT_SIZES, split, n)

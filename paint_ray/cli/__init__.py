@@ -1,4 +1,7 @@
-"""`paint-ray` — the command line. All flags live here; errors are one line, never a traceback."""
+"""`paint-ray` — the command line. All flags live here; errors are one line, never a traceback.
+
+May import: anything (the command line is the top)
+"""
 from __future__ import annotations
 
 import argparse
@@ -32,40 +35,20 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"paint-ray: error: {message} (see '{self.prog} --help')\n")
 
 
-def _tasks(text: str) -> list[str]:
-    return [t.strip() for t in text.split(",") if t.strip()]
-
-
-def _add_finetune_args(p: argparse.ArgumentParser) -> None:
-    from ..finetune import FinetuneConfig
-    d = FinetuneConfig()
-    g = p.add_argument_group("fine-tuning")
-    g.add_argument("--lr", type=float, default=d.lr)
-    g.add_argument("--steps", type=int, default=d.steps)
-    g.add_argument("--batch-size", type=int, default=d.batch_size)
-    g.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    g.add_argument("--warmup-steps", type=int, default=d.warmup_steps)
-    g.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
-    g.add_argument("--seed", type=int, default=d.seed)
+# `paint-ray patch` is the one-task case of a study: these are its defaults (the study flags override them)
+PATCH_PRESETS = {"embedded": dict(models=["toy-m"], patch_tasks=["digits"], supported=["shapes", "colors"],
+                                  search_space={}, seeds=[0])}
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .flags import add_study_flags
     parser = _Parser(prog="paint-ray", description="Patch open-vocabulary models by "
                                      "interpolating zero-shot and fine-tuned weights (PAINT).")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("patch", help="fine-tune on a patch task, sweep alpha, pick it on validation")
-    p.add_argument("--model", default="toy-m", help="toy-s|toy-m|toy-l, ARCH:TAG, ARCH:/path/ckpt, hf-hub:…, local-dir:…")
-    p.add_argument("--patch", default="digits", help="the task to patch")
-    p.add_argument("--supported", default="shapes,colors", help="comma-separated tasks to keep")
-    p.add_argument("--alphas", default="0:1:0.1", help="start:stop:step (stop included) or a comma list")
-    p.add_argument("--max-drop", type=float, default=None,
-                   help="pick the best patch accuracy whose mean supported drop is at most D points")
-    p.add_argument("--out", default="paint_ray_out", help="output directory (results Parquet lands here)")
-    p.add_argument("--data-root", default=None, help="root of on-disk datasets (paper tasks)")
-    p.add_argument("--device", default=None, help="cpu or cuda[:N] (default: cuda when a GPU is visible)")
+    add_study_flags(p, PATCH_PRESETS, out="paint_ray_out", single=True)
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
-    _add_finetune_args(p)
     p.set_defaults(func=_cmd_patch)
 
     p = sub.add_parser("load", help="fetch a patched model logged to MLflow (open_clip folder + heads)")
@@ -76,41 +59,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", default=None)
     p.set_defaults(func=_cmd_load)
 
-    from ..commands import data as data_commands
+    from . import data as data_commands
     data_commands.register(sub)
     return parser
 
 
 def _cmd_patch(args: argparse.Namespace) -> int:
     from ..backends.local import LocalBackend
-    from ..config import StudyConfig, parse_alphas
     from ..pipeline import run_study
-    from ..report import format_frontier, patch_summary
-    recipe = {"lr": [args.lr], "steps": [args.steps], "batch_size": [args.batch_size],
-              "weight_decay": [args.weight_decay], "warmup_steps": [args.warmup_steps],
-              "label_smoothing": [args.label_smoothing]}
-    cfg = StudyConfig(name="patch", models=[args.model], patch_tasks=[args.patch], supported=_tasks(args.supported),
-                      alphas=parse_alphas(args.alphas), out=args.out, search_space=recipe,
-                      rule="max-drop" if args.max_drop is not None else "mean", max_drop=args.max_drop,
-                      data_root=args.data_root, mlflow=False, progress=not args.json, device=args.device,
-                      seeds=[args.seed])
-    if not cfg.supported:
-        raise PaintRayError(f"--supported {args.supported!r} names no task; give e.g. shapes,colors")
-    cfg.validate()
-    result = run_study(cfg, LocalBackend(args.device, args.data_root))
+    from ..reporting.text import format_frontier, patch_summary
+    from .flags import config_from_args
+    cfg = config_from_args("patch", PATCH_PRESETS, args, single=True)
+    cfg.progress = cfg.progress and not args.json
+    cfg.validate()                      # once, here, before anything loads
+    result = run_study(cfg, LocalBackend(args.device, cfg.data_root, cfg.eval_memory))
     print(json.dumps(patch_summary(result)) if args.json else format_frontier(result))
     return 0
 
 
 def _cmd_load(args: argparse.Namespace) -> int:
-    from ..tracking import load_patched
+    from ..reporting.tracking import load_patched
     bundle = load_patched(args.run_id, args.tracking_uri, args.out)
     folder = getattr(bundle, "folder", None)
     print(f"patched model of run {bundle.run_id} at alpha={bundle.alpha:g}; heads: {', '.join(bundle.heads)}")
     if folder:
         print(f"open_clip folder: {folder}  (open_clip.create_model('local-dir:{folder}'))")
     if args.evaluate:
-        from ..data import image_size_of, prepare_task
+        from ..data import image_size_of
+        from ..caches.eval import prepare_task
         from ..errors import unknown
         from ..tasks import get_task
         if args.evaluate not in bundle.heads:

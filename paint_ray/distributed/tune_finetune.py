@@ -1,14 +1,16 @@
 """Fine-tuning as Ray Tune trials: one trial per fine-tuning job (model, patch task(s), recipe, start).
 
-Each trial reports patch validation accuracy every `eval_every` steps with a checkpoint (θ as safetensors,
-optimizer/schedule/RNG state as a weights-only torch file), so a retried trial resumes from it. A finished
-θ1 also lands in the content-addressed cache (backends.theta1_path(job key)), so the same job in a later
-study is not fine-tuned again.
+A trial is `training.run_job` (the same code the in-process backend runs) with Tune's checkpoints: it
+reports patch validation accuracy every `eval_every` steps with a checkpoint (θ as safetensors, optimizer,
+schedule and RNG state as a weights-only torch file loaded back to the CPU first), so a retried trial
+resumes from it on any device. A finished θ1 also lands in the node's content-addressed cache
+(training.job.theta1_path) and the study's storage, so the same job in a later study is not fine-tuned again.
 """
 from __future__ import annotations
 
 import logging
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -16,8 +18,7 @@ import torch
 
 from ..config import TrialResources
 from ..errors import PaintRayError
-
-METRIC = "patch_val_acc"
+from ..training.job import METRIC
 
 
 def _quiet_checkpoints() -> None:
@@ -26,94 +27,47 @@ def _quiet_checkpoints() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def _checkpoint(visual_state: dict, trainer_state: dict | None, metrics: dict):
-    """A Tune checkpoint directory: visual.safetensors (+ trainer.pt while training is unfinished)."""
-    from ray import tune
-
-    from ..models.checkpoints import save_tensors
-    # tune.report copies the folder into the run's storage, so the staging folder goes right after
-    with tempfile.TemporaryDirectory(prefix="paint_ray_ckpt_") as tmp:
-        save_tensors(visual_state, Path(tmp) / "visual.safetensors")
-        if trainer_state is not None:
-            torch.save(trainer_state, Path(tmp) / "trainer.pt")
-        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
-
-
 def finetune_trial(config: dict) -> None:
-    """The Tune trainable. config["job"] is `FinetuneJob.as_config()`; a joint job samples its tasks in
-    proportion to their training sizes, each example scored by its own task's frozen head."""
+    """The Tune trainable: `training.run_job` with Tune's checkpoints. config["job"] is `FinetuneJob.as_config()`.
+
+    Every report carries a checkpoint (θ, and the trainer's state while unfinished); a retried trial gets
+    the last one back from Tune and resumes from its step. The finished θ1 is published to the study's
+    storage, where evaluators on any node fetch it by name."""
     import ray
     from ray import tune
 
-    from .. import cache
-    from ..backends import theta1_path
-    from ..data import image_size_of, prepare_task
-    from ..finetune import Finetuner, FinetuneConfig, accuracy, visual_state
-    from ..interpolate import load_floating_state
-    from ..models.checkpoints import load_tensors, save_tensors
-    from ..models.registry import load_model
-    from ..answer_groups import groups_of
-    from ..tasks import get_task
-    from ..weights_store import publish
+    from ..devices import resolve
+    from ..faults import fire_once
+    from ..models.registry import load_verified
+    from ..training.job import FinetuneJob, run_job
+    from ..weights.store import publish
 
     _quiet_checkpoints()
-    job = config["job"]
+    job = FinetuneJob.from_config(config["job"])
     node = ray.get_runtime_context().get_node_id()
     cpus = max(1, int(tune.get_context().get_trial_resources().required_resources.get("CPU", 1)))
     torch.set_num_threads(cpus)
-    device = "cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
-    recipe = FinetuneConfig(**job["recipe"])
-    loaded = load_model(job["model"], progress=False)
-    if loaded.digest != job["model_digest"]:
-        raise PaintRayError(f"model {job['model']!r} on node {node[:8]} has weights {loaded.digest}, not the "
-                            f"{job['model_digest']} the study loaded; give every node the same checkpoint")
-    tasks = [get_task(n, job["data_root"]) for n in job["tasks"]]
-    heads = {t.name: cache.cached_head(loaded, t) for t in tasks}
-    groups = {t.name: groups_of(t) for t in tasks}     # multiple-choice tasks score within each question
-    size = image_size_of(loaded.model.visual)
-    vals = {t.name: prepare_task(t, "val", size) for t in tasks}
-    visual = loaded.model.visual
-    if job["start"]:
-        load_floating_state(visual, load_tensors(job["start"]), f"start weights {job['start']}")
-    final = theta1_path(job["key"])
+    device = resolve("cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu")
+    loaded = load_verified(job.model.spec, job.model.digest, f"node {node[:8]}")
+    storage = config["storage"]
 
-    def val_accuracy(v) -> float:   # mean over the trial's tasks
-        return sum(accuracy(v, heads[n], s, device, groups=groups[n]) for n, s in vals.items()) / len(vals)
-    cached = cache.read_or_set_aside(final)
-    if cached is not None:   # this exact job was fine-tuned before (another study or a lost trial)
-        load_floating_state(visual, cached, f"cached θ1 {final}")
-        publish(final, config["storage"])
-        _checkpoint(visual_state(visual), None, {METRIC: val_accuracy(visual), "step": recipe.steps,
-                                                 "cached": True, "node_id": node})
-        return
-    from ..train_cache import train_split
-    trains = {t.name: train_split(t, recipe, size) for t in tasks}
-    single = len(tasks) == 1
-    tuner = Finetuner(visual, heads[tasks[0].name] if single else heads,
-                      trains[tasks[0].name] if single else trains, recipe, device,
-                      groups[tasks[0].name] if single else groups)
-    resumed_from = 0
-    ckpt = tune.get_checkpoint()
-    if ckpt:
-        with ckpt.as_directory() as d:
-            if (Path(d) / "trainer.pt").is_file():
-                state = torch.load(Path(d) / "trainer.pt", map_location=device, weights_only=True)
-                state["visual"] = load_tensors(Path(d) / "visual.safetensors", device)
-                tuner.load_state_dict(state)
-                resumed_from = tuner.step
-
-    def report(t: Finetuner) -> None:
-        done = t.step >= recipe.steps
-        metrics = {METRIC: val_accuracy(t.visual), "loss": t.last_loss, "step": t.step, "cached": False,
-                   "resumed_from": resumed_from, "node_id": node}
+    def report(metrics: dict, save) -> None:
+        done = metrics["step"] >= job.recipe.steps
         if done:
-            save_tensors(visual_state(t.visual), final, metadata={"job": job["key"]})
-            publish(final, config["storage"])       # evaluators on any node fetch it by name
-        state = t.state_dict()
-        _checkpoint(state.pop("visual"), None if done else state, metrics)
+            publish(job.path, storage)              # evaluators on any node fetch it by name
+        with tempfile.TemporaryDirectory(prefix="paint_ray_ckpt_") as tmp:
+            save(Path(tmp))
+            tune.report({**metrics, "node_id": node}, checkpoint=tune.Checkpoint.from_directory(tmp))
+        if not done:
+            fire_once("trial-exit-after-checkpoint", job.key)
 
-    every = int(config.get("eval_every") or max(1, recipe.steps // 4))
-    tuner.run(every=every, callback=report)
+    ckpt = tune.get_checkpoint()
+    with tempfile.TemporaryDirectory(prefix="paint_ray_resume_") as resume:
+        if ckpt:
+            with ckpt.as_directory() as d:          # copied out: Tune may clean its folder while we train
+                shutil.copytree(d, resume, dirs_exist_ok=True)
+        every = int(config.get("eval_every") or max(1, job.recipe.steps // 4))
+        run_job(job, loaded, device, storage=storage, report=report, every=every, resume=resume if ckpt else None)
 
 
 def check_resources(resources: TrialResources) -> None:

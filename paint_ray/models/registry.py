@@ -14,7 +14,6 @@ weights and that config, never the spec or the path.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -28,10 +27,12 @@ import torch
 from open_clip.transform import PreprocessCfg, merge_preprocess_dict
 
 from ..errors import PaintRayError, closest, unknown
+from ..identity import digest as content_digest
 from ..paths import home
 from .build import build_clip, first_line, load_strict, set_preprocess_cfg, short, tensors_digest, vision_cfg_of
 from .checkpoints import CONFIG_NAME, WEIGHTS_NAME, load_tensors, read_model_config, save_model_dir
 from .grow import grow_depth
+from .normalize import normalization_of
 from .pretrain import PretrainRecipe, pretrain
 
 CONFIG_DIR = Path(__file__).parent / "configs"
@@ -45,6 +46,17 @@ EMBEDDED: dict[str, PretrainRecipe] = {
     # 128 x 6: toy-m grown deeper (models/grow.py), then trained on fresh captions, ~2 min after toy-m
     "toy-l": PretrainRecipe(steps=200, lr=1e-3, seed=1, corpus_size=30_000, grow_from="toy-m"),
 }
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A loaded model as the pipeline names it: its spec for reading, its weight digest for identity."""
+    spec: str
+    digest: str
+    pretrained: str
+    arch: str
+    visual_params: int
+    image_size: int = 0          # the image tower's input resolution (what eval data is prepared at)
 
 
 @dataclass
@@ -66,13 +78,22 @@ class LoadedModel:
 
     @cached_property
     def digest(self) -> str:
-        """16 hex chars over the model's state dict (names, dtypes, shapes, bytes) and `model_cfg`."""
-        return tensors_digest(self.model.state_dict(), {"model_cfg": self.model_cfg})
+        """16 hex chars over the model's state dict (names, dtypes, shapes, bytes), `model_cfg` and the input
+        normalisation (`preprocess_cfg`'s mean and std: the same weights under another normalisation are
+        another model)."""
+        return tensors_digest(self.model.state_dict(), {"model_cfg": self.model_cfg,
+                                                        "normalize": normalization_of(self.preprocess_cfg)})
 
     @cached_property
     def visual_digest(self) -> str:
         """Like `digest`, over the image tower's tensors and the config fields that build it only."""
         return tensors_digest(self.model.visual.state_dict(), {"vision": vision_cfg_of(self.model_cfg)})
+
+    @property
+    def ref(self) -> ModelRef:
+        from ..data import image_size_of
+        return ModelRef(self.spec, self.digest, self.pretrained, self.arch,
+                        sum(p.numel() for p in self.model.visual.parameters()), image_size_of(self.model.visual))
 
     @property
     def key(self) -> str:
@@ -99,8 +120,7 @@ def embedded_dir(name: str) -> Path:
     key = [config, recipe.as_dict(), WORLD_VERSION]
     if recipe.grow_from:   # a grown model is only as fresh as the one it grew from
         key.append(embedded_dir(recipe.grow_from).name)
-    digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
-    return home() / "models" / f"{name}-{digest}"
+    return home() / "models" / f"{name}-{content_digest(key, 10)}"
 
 
 def ensure_embedded(name: str, progress: bool = True, device: str = "cpu") -> Path:
@@ -312,6 +332,16 @@ def load_model(spec: str, progress: bool = True) -> LoadedModel:
     if _is_path(pretrained):
         return _from_checkpoint(spec, arch, Path(pretrained).expanduser())
     return _from_tag(spec, arch, pretrained)
+
+
+def load_verified(spec: str, digest: str, where: str = "this node") -> LoadedModel:
+    """The model `spec` names, checked to be the one with weights `digest` (what the study loaded): a node whose
+    checkpoint differs says so in one line instead of computing on other weights."""
+    loaded = load_model(spec, progress=False)
+    if loaded.digest != digest:
+        raise PaintRayError(f"model {short(spec)!r} on {where} has weights {loaded.digest}, not the {digest} the "
+                            f"study loaded; give every node the same checkpoint")
+    return loaded
 
 
 def _torch_load(path: Path) -> dict:

@@ -1,4 +1,7 @@
-"""The task registry: every task is looked up by name here."""
+"""The task registry: every task is looked up by name here.
+
+May import: errors, identity, paths, world
+"""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -39,7 +42,7 @@ for _name, _factory in PAPER_TASKS.items():
 
 def _attacked(base: str) -> Callable[..., Task]:
     def factory(data_root: str | None = None) -> Task:
-        from ..typographic import TypographicAttack, attacked_task  # lazy: typographic imports .base
+        from .typographic import TypographicAttack, attacked_task  # lazy: typographic imports .base
         return attacked_task(get_task(base, data_root), TypographicAttack())
     return factory
 

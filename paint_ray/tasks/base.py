@@ -34,7 +34,8 @@ class Task:
     classnames: tuple[str, ...]
     templates: tuple[str, ...]
     loader: Callable[[str], SplitData] = field(repr=False, compare=False)
-    # What identifies the data for caching (generator version + seed, or dataset root + files).
+    # What identifies the data by content (generator, version and seed, or the dataset's files), never by
+    # where it lies; two tasks with different data never share one. '' means unknown: nothing is cached.
     fingerprint: str = ""
     # Multiple-choice tasks (VQA): the question each class (a question-answer pair) belongs to. An
     # example is scored only against its label's group (answer_groups.py); None for ordinary tasks.
@@ -48,6 +49,14 @@ class Task:
 
     def prompts(self, classname: str) -> list[str]:
         return [t.format(classname) for t in self.templates]
+
+    @property
+    def prompt_key(self) -> str:
+        """What the task's zero-shot head depends on besides the model: class names, templates and, for a
+        multiple-choice task, which answers each example is scored against."""
+        from ..identity import digest
+        groups = None if self.answer_groups is None else [int(g) for g in self.answer_groups]
+        return digest([list(self.classnames), list(self.templates), groups])
 
 
 def split_indices(n: int, sizes: Sequence[int], seed: int) -> list[np.ndarray]:

@@ -51,7 +51,7 @@ def shapes_task(seed: int = 0) -> Task:
     def draw(rng, y):
         return render.scene(rng, [(render.SHAPES[y], _random_color(rng))], float(rng.uniform(4.5, 9.0)))
     return Task("shapes", render.SHAPES, ("a {}", "a photo of a {}", "a small {}", "a large {}"),
-                _generated("shapes", draw, len(render.SHAPES), seed), f"world{WORLD_VERSION}-{seed}")
+                _generated("shapes", draw, len(render.SHAPES), seed), f"world{WORLD_VERSION}-shapes-{seed}")
 
 
 def colors_task(seed: int = 0) -> Task:
@@ -60,7 +60,7 @@ def colors_task(seed: int = 0) -> Task:
     def draw(rng, y):
         return render.scene(rng, [(_random_shape(rng), names[y])], float(rng.uniform(4.5, 9.0)))
     return Task("colors", names, ("something {}", "a {} shape", "a {} object", "a {} thing"),
-                _generated("colors", draw, len(names), seed), f"world{WORLD_VERSION}-{seed}")
+                _generated("colors", draw, len(names), seed), f"world{WORLD_VERSION}-colors-{seed}")
 
 
 COUNT_CLASSES = tuple(COUNT_WORDS[c] for c in ALL_COUNTS)
@@ -77,7 +77,7 @@ def _count_task(name: str, counts: tuple[int, ...], seed: int, train_counts: tup
               for split in SPLIT_SIZES}
     shown = "".join(map(str, counts)) + ("" if train_counts == counts else f"-train{''.join(map(str, train_counts))}")
     return Task(name, COUNT_CLASSES, COUNT_TEMPLATES, _generated(name, draw, len(ALL_COUNTS), seed, labels),
-                f"world{WORLD_VERSION}-{seed}-counts{shown}-of-{len(ALL_COUNTS)}")
+                f"world{WORLD_VERSION}-{name}-{seed}-counts{shown}-of-{len(ALL_COUNTS)}")
 
 
 def counting_task(seed: int = 0) -> Task:
@@ -97,7 +97,7 @@ def typed_digits_task(seed: int = 0) -> Task:
     def draw(rng, y):
         return render.handwritten_digit(rng, y, box=int(rng.integers(18, 27)))
     return Task("typed_digits", COUNT_WORDS, DIGIT_TEMPLATES,
-                _generated("typed_digits", draw, 10, seed), f"world{WORLD_VERSION}-{seed}")
+                _generated("typed_digits", draw, 10, seed), f"world{WORLD_VERSION}-typed_digits-{seed}")
 
 
 DIGIT_TEMPLATES = ("the digit {}", "the number {}", "a handwritten {}")

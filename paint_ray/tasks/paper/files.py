@@ -20,8 +20,7 @@ from torchvision.datasets.utils import download_and_extract_archive
 
 from ...errors import PaintRayError
 from . import names
-from .common import ClassIndex, FileDataset, Official, PaperDataset, Spec, brief, load_mat, read_lines, \
-    read_text, shown
+from .common import ClassIndex, FileDataset, Official, PaperDataset, Spec, brief, load_mat, read_lines, read_text, shown
 
 
 def _sorted_like_imagefolder(samples: list[tuple[str, int]]) -> list[tuple[str, int]]:

@@ -1,0 +1,9 @@
+"""Reporting: what a person reads or looks at, and MLflow, the view of the record.
+
+`text` formats tables for the terminal; `plots` draws frontiers and the scaling summary; `published` holds
+the figures others published and `published_report` sets ours beside them (pure pandas); `tracking` owns
+every MLflow call (runs, metrics, artifacts, models, loading a patched model back); `transfer` is the
+broad-transfer matrix.
+
+May import: errors, identity, paths, devices, tasks, data, models, caches, weights, evaluation, config, results
+"""

@@ -1,0 +1,97 @@
+"""The results record: a Parquet dataset of one row per evaluated cell, appended part by part.
+
+A row's key is content: the digest of the model's weights (θ0), the key of the weight set (θ1 and where
+α = 0 starts), α, the eval task's data-and-prompt digest, the split, the eval precision and device type,
+and the schema version. Names (study, model spec, task name, mode) ride along for reading, never for
+reuse. Each flush writes a new part file atomically (temp + fsync + rename), so a killed process loses
+only the cells it had not yet flushed, and a rerun reads the keys present and skips them.
+"""
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from ..errors import PaintRayError
+from ..identity import SCHEMA_VERSION
+from ..paths import ensure_writable
+
+SCHEMA = pa.schema([
+    ("schema", pa.string()), ("model_digest", pa.string()), ("weights", pa.string()), ("alpha", pa.float64()),
+    ("task_key", pa.string()), ("split", pa.string()), ("precision", pa.string()), ("device", pa.string()),
+    # for reading: what the digests above were computed from, by name
+    ("study", pa.string()), ("model", pa.string()), ("pretrained", pa.string()), ("patch_tasks", pa.string()),
+    ("mode", pa.string()), ("trial", pa.string()), ("eval_task", pa.string()),
+    ("accuracy", pa.float64()), ("n", pa.int64()), ("seconds", pa.float64()), ("created", pa.float64()),
+])
+KEY = ["schema", "model_digest", "weights", "alpha", "task_key", "split", "precision", "device"]
+
+
+def row_key(row: dict) -> tuple:
+    return tuple(round(float(row[k]), 6) if k == "alpha" else row[k] for k in KEY)
+
+
+class ResultStore:
+    def __init__(self, directory: str | Path):
+        self.dir = ensure_writable(directory)
+
+    def parts(self) -> list[Path]:
+        return sorted(self.dir.glob("part-*.parquet"))
+
+    def read(self) -> pd.DataFrame:
+        """All rows of this schema (one per key: a duplicate from a crashed rerun keeps its first copy)."""
+        parts = self.parts()
+        if not parts:
+            return SCHEMA.empty_table().to_pandas()
+        try:
+            table = ds.dataset([str(p) for p in parts], schema=SCHEMA, format="parquet").to_table()
+        except pa.ArrowInvalid:
+            table = pa.concat_tables([t for t in (self._read_part(p) for p in parts) if t is not None])
+        frame = table.to_pandas()
+        frame = frame[frame["schema"] == SCHEMA_VERSION].sort_values("created", kind="stable")
+        frame["alpha"] = frame["alpha"].round(6)
+        return frame.drop_duplicates(KEY).reset_index(drop=True)
+
+    def _read_part(self, path: Path) -> pa.Table | None:
+        """One part, or None after setting aside a part that is unreadable (a power cut mid-write) or of
+        an older schema, with a one-line warning: its cells are then recomputed."""
+        try:
+            table = pq.read_table(path)
+            return table.select([f.name for f in SCHEMA]).cast(SCHEMA)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, KeyError, OSError) as e:
+            aside = path.with_name(path.name + ".unreadable")
+            os.replace(path, aside)
+            print(f"paint-ray: warning: results part {path.name} is unreadable or of an older schema "
+                  f"({type(e).__name__}); set aside as {aside.name}, its cells will be recomputed")
+            return None
+
+    def keys(self) -> set[tuple]:
+        frame = self.read()
+        return {row_key(r) for r in frame[KEY].to_dict("records")}
+
+    def append(self, rows: Iterable[dict]) -> int:
+        rows = list(rows)
+        if not rows:
+            return 0
+        now = time.time()
+        rows = [{**{f.name: None for f in SCHEMA}, "schema": SCHEMA_VERSION, "created": now, **r} for r in rows]
+        for r in rows:
+            r["alpha"] = round(float(r["alpha"]), 6)
+        table = pa.Table.from_pylist([{f.name: r[f.name] for f in SCHEMA} for r in rows], schema=SCHEMA)
+        name = f"part-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.parquet"
+        tmp = self.dir / f".{name}.tmp"
+        try:
+            pq.write_table(table, tmp)
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, self.dir / name)
+        except OSError as e:
+            raise PaintRayError(f"cannot write results to {self.dir} ({e.strerror or e})") from e
+        return len(rows)
