@@ -96,6 +96,10 @@ class TrialResources:
     def as_dict(self) -> dict:
         return {"cpu": self.cpus, "gpu": self.gpus}
 
+    def as_bundle(self) -> dict:
+        """The trial's shape as a resource bundle (what the autoscaler is asked to make room for)."""
+        return {k: v for k, v in (("CPU", self.cpus), ("GPU", self.gpus)) if v}
+
 
 HYPERPARAMETERS = tuple(f.name for f in fields(FinetuneConfig))
 

@@ -47,7 +47,10 @@ def check_tracking(uri: str, timeout: float = 5.0) -> None:
 
 
 def _client(uri: str):
+    import logging
+
     from mlflow import MlflowClient
+    logging.getLogger("mlflow").setLevel(logging.WARNING)     # "Creating initial MLflow database tables..."
     return MlflowClient(tracking_uri=uri)
 
 

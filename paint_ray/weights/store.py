@@ -27,6 +27,22 @@ def _fs(root: str):
     return fs.LocalFileSystem(), str(Path(root).expanduser().resolve())
 
 
+def check_writable(root: str) -> None:
+    """One line, before any work, when the storage cannot be written (a placeholder bucket, no credentials,
+    a read-only folder): every node writes θ1s and checkpoints there."""
+    probe = f"probe-{uuid.uuid4().hex[:12]}"
+    try:
+        fs, base = _fs(root)
+        fs.create_dir(base, recursive=True)
+        with fs.open_output_stream(f"{base}/{probe}") as out:
+            out.write(b"paint_ray")
+        fs.delete_file(f"{base}/{probe}")
+    except Exception as e:      # pyarrow raises OSError, ArrowInvalid, ... with the service's message
+        first = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
+        raise PaintRayError(f"storage {root!r} cannot be written ({first}); set PAINT_RAY_STORAGE (or "
+                            f"--tune-storage) to a folder or bucket every node of the cluster can write") from None
+
+
 def relative_name(path: str | Path) -> str:
     """A cache file's name relative to PAINT_RAY_HOME (what nodes agree on)."""
     path = Path(path).resolve()
