@@ -13,7 +13,7 @@ Every mode chooses on validation of all its patch tasks plus the supported tasks
 the max-drop rule (experiments/multitask.py's default, a 3-point budget) the specialised models and every mode
 are chosen at the same supported-drop budget, always measured from the zero-shot model θ0.
 
-May import: errors, identity, paths, devices, tasks, data, models, caches, weights, training, evaluation, config, results, reporting, backends, distributed, pipeline
+May import: errors, identity, paths, storage, devices, tasks, data, models, caches, weights, training, evaluation, config, results, reporting, backends, distributed, pipeline
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ import pandas as pd
 
 from .backends import Backend
 from .evaluation.weight_set import WeightSet
-from .config import StudyConfig, anchored
+from .config import StudyConfig
 from .errors import PaintRayError, unknown
 from .training.finetune import visual_state
 from .identity import digest
@@ -70,6 +70,9 @@ class MultitaskConfig:
             if len(self.coefficients) != n:
                 raise PaintRayError(f"--coefficients has {len(self.coefficients)} values for {n} patch tasks "
                                     f"({','.join(self.study.patch_tasks)}); give exactly {n}")
+        elif self.per_task and "parallel" in self.modes and self.study.alpha_search is not None:
+            raise PaintRayError("--per-task searches a grid of coefficients per task; give --alphas a grid (e.g. "
+                                "0:1:0.25) rather than auto, or give --coefficients")
         elif self.per_task and "parallel" in self.modes:
             combos = len([a for a in self.study.alphas if a > 0]) ** n
             if combos > MAX_COMBINATIONS:
@@ -98,7 +101,6 @@ def run_multitask(mt: MultitaskConfig, backend: Backend | None = None) -> tuple[
 def _modes(pipe: Pipeline, mt: MultitaskConfig, by_task: dict[str, PatchedModel]) -> list[PatchedModel]:
     cfg = pipe.cfg
     spec, patch = cfg.models[0], cfg.patch_tasks
-    alphas = anchored(cfg.alphas)
     theta0 = visual_state(pipe.models[spec].model.visual)
     out = []
 
@@ -106,7 +108,7 @@ def _modes(pipe: Pipeline, mt: MultitaskConfig, by_task: dict[str, PatchedModel]
     if "joint" in mt.modes:
         jobs = [replace(j, recipe=joint_recipe(j.recipe, len(patch))) for j in pipe.jobs(spec, patch, mode="joint")]
         sets = [pipe.weight_set(tr) for tr in pipe.finetune(jobs)]
-        pipe.sweep(sets, alphas)
+        alphas = pipe.evaluate_sets(sets, patch)
         out.append(pipe.select(sets, patch, alphas))
 
     if "sequential" in mt.modes:
@@ -117,8 +119,8 @@ def _modes(pipe: Pipeline, mt: MultitaskConfig, by_task: dict[str, PatchedModel]
             start = pipe.save_weights(current, "starts", start_key)
             trials = pipe.finetune(pipe.jobs(spec, [task], mode="sequential", start=start, start_key=start_key))
             sets = [pipe.weight_set(tr, start, start_key, patch[:k]) for tr in trials]
-            pipe.sweep(sets, alphas)
             # α = 0 here is the model patched so far, not θ0: the drop budget is measured from θ0's frontier
+            alphas = pipe.evaluate_sets(sets, patch[:k], baseline=zero_shot)
             pm = pipe.select(sets, patch[:k], alphas, config={"first_alpha": first.selection.alpha},
                              baseline=zero_shot)
             current = lerp_state(current, pipe.load_weights(pm.weights.theta1), pm.selection.alpha)
@@ -141,7 +143,7 @@ def _modes(pipe: Pipeline, mt: MultitaskConfig, by_task: dict[str, PatchedModel]
                                      "coefficients": ",".join(f"{c:g}" for c in coefs) if coefs else ""})
         if not mt.per_task:
             ws = merged_set(None)
-            pipe.sweep([ws], alphas)
+            alphas = pipe.evaluate_sets([ws], patch)
             out.append(pipe.select([ws], patch, alphas))
         else:
             grid = [a for a in cfg.alphas if a > 0]

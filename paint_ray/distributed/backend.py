@@ -17,7 +17,7 @@ from ..evaluation.sweep import Rows, Sweeper, rows_back
 from ..evaluation.weight_set import OnRows, WeightSet, Work
 from ..identity import digest
 from ..training.job import METRIC, FinetuneJob, TrialResult
-from ..weights.store import check_writable, fetch, relative_name
+from ..storage import check_writable, fetch, relative_name
 from .cluster import capacity, check_nodes, connect, request, wait_for
 from .evaluators import ensure_evaluators, evaluator_names, get_evaluator, shutdown_evaluators
 from .sweep import run_units

@@ -40,7 +40,7 @@ def finetune_trial(config: dict) -> None:
     from ..faults import fire_once
     from ..models.registry import load_verified
     from ..training.job import FinetuneJob, run_job
-    from ..weights.store import publish
+    from ..storage import publish
 
     _quiet_checkpoints()
     job = FinetuneJob.from_config(config["job"])
@@ -48,8 +48,8 @@ def finetune_trial(config: dict) -> None:
     cpus = max(1, int(tune.get_context().get_trial_resources().required_resources.get("CPU", 1)))
     torch.set_num_threads(cpus)
     device = resolve("cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu")
-    loaded = load_verified(job.model.spec, job.model.digest, f"node {node[:8]}")
     storage = config["storage"]
+    loaded = load_verified(job.model.spec, job.model.digest, f"node {node[:8]}", storage)
 
     def report(metrics: dict, save) -> None:
         done = metrics["step"] >= job.recipe.steps

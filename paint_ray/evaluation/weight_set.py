@@ -1,7 +1,7 @@
 """Weights to sweep: θα = (1 − α)·start + α·θ1 for a model, keyed by content; the cells asked of them.
 
 A weight set names its files (θ1 and, for a sequential set, the start point) by their weights-store
-names, relative to PAINT_RAY_HOME (weights/store.py): every node reads them from its own cache or fetches
+names, relative to PAINT_RAY_HOME (storage.py): every node reads them from its own cache or fetches
 them from the study's storage under the same name. Its identity is its key, never a name or a path.
 """
 from __future__ import annotations

@@ -143,7 +143,7 @@ def _log_patched_run(client, exp_id: str, rid: str, pm, result) -> dict:
         from ..models.checkpoints import load_tensors
         from ..tasks import get_task
         from ..weights.patched import save_patched
-        from ..weights.store import fetch
+        from ..storage import fetch
         tasks = [get_task(t, cfg.data_root) for t in cfg.eval_tasks(pm.patch)]
         loaded = result.models[pm.model]
         ws, storage = pm.weights, result.storage

@@ -46,7 +46,7 @@ def budget_metrics(frontier: pd.DataFrame) -> dict[str, float]:
 def frontier_area(frontier: pd.DataFrame, max_drop: float = AREA_MAX_DROP, split: str = "test") -> float:
     """Mean over drop budgets d in [0, max_drop] points of the best gain whose supported drop is ≤ d, on the
     frontier through the α grid (linear between grid points). A fraction; 0 when nothing gains."""
-    t = frontier.sort_values("alpha")
+    t = frontier.dropna(subset=[f"patch_{split}"]).sort_values("alpha")   # an adaptive search tests a few α only
     zs = t[t["alpha"] == 0.0].iloc[0]
     gain = (t[f"patch_{split}"] - zs[f"patch_{split}"]).to_numpy(float)
     supported = t[f"supported_{split}"].to_numpy(float)

@@ -7,6 +7,8 @@ storage Ray Tune uses); whoever needs one on another node fetches it into its ow
 relative name, verified against the sha256 published beside it. The names are digests of what the weights
 were computed from, so a file under a name is never replaced by other content, and the driver passes
 names, never tensors. Zero-shot heads travel the same way (caches/heads.py).
+
+May import: errors, paths
 """
 from __future__ import annotations
 
@@ -15,8 +17,8 @@ import os
 import uuid
 from pathlib import Path
 
-from ..errors import PaintRayError
-from ..paths import home
+from .errors import PaintRayError
+from .paths import home
 
 
 def _fs(root: str):
