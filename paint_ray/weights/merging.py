@@ -71,7 +71,8 @@ def merge_task_vectors(vectors: Sequence[Vector], method: str = "average",
     coefficients: None (1 for every task), one shared float, or one per task; each τᵢ is scaled by its cᵢ
     before merging (as FusionBench's TSV-M does with per-task alphas). `density` is the fraction of entries
     each τᵢ keeps per tensor (presets that trim), `common_fraction` the common subspace's share of the rank
-    (iso_cts), `seed` the seed of DARE's random drops (the same seed gives the same merge).
+    (iso_cts), `seed` the seed of DARE's random drops (the same seed and tensor order give the same merge:
+    the drops of a tensor are seeded by its position, so give the tensors in a fixed order, e.g. by name).
     """
     if method not in COMBINERS:
         raise unknown("merge method", method, COMBINERS)
