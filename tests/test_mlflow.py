@@ -93,7 +93,7 @@ def test_runs_params_metrics_artifacts_and_nested_trials_over_http(mlflow_server
     assert linked["gain"] == pytest.approx(run.data.metrics["gain"]) and linked["eligible"] == 1.0
     import mlflow.artifacts
     model_files = {Path(a.path).name for a in mlflow.artifacts.list_artifacts(
-        artifact_uri=f"runs:/{run.info.run_id}/patched_model", tracking_uri=mlflow_server)}
+        artifact_uri=logged.artifact_location, tracking_uri=mlflow_server)}
     assert {"MLmodel", "open_clip_config.json", "open_clip_model.safetensors", "heads.safetensors"} <= model_files
     frontier = Path(client.download_artifacts(run.info.run_id, "frontier.json"))
     import json
@@ -163,7 +163,8 @@ def test_load_patched_reproduces_study_predictions(mlflow_server, logged_study):
     ev = Evaluator(result.models[TINY].model.visual)               # the study's own θα, formed in place
     from paint_ray.caches.heads import cached_head
     from paint_ray.models.checkpoints import load_tensors
-    ev.add_weights(chosen.trial, load_tensors(chosen.weights.theta1))
+    from paint_ray.weights.store import fetch
+    ev.add_weights(chosen.trial, load_tensors(fetch(chosen.weights.theta1, None)))   # a store name, not a path
     ev.set_model(chosen.trial, chosen.selection.alpha)
     with torch.inference_mode():
         expected = batch_logits(ev.visual, cached_head(result.models[TINY], get_task("colors")),
@@ -255,7 +256,7 @@ def _png(images_uint8: torch.Tensor) -> list[bytes]:
     return out
 
 
-def test_register_puts_the_patched_model_in_the_registry(mlflow_server, registered):
+def test_register_puts_the_patched_model_in_the_registry(mlflow_server, registered, monkeypatch):
     import mlflow.pyfunc
     import pandas as pd
     from mlflow import MlflowClient
@@ -274,6 +275,7 @@ def test_register_puts_the_patched_model_in_the_registry(mlflow_server, register
     # class being load_patched's prediction
     data = prepare_task(get_task("colors"), "test", 32)
     images = data.images[:40]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)      # as a user points MLflow at the server
     pyfunc = mlflow.pyfunc.load_model(f"models:/paint_ray-{TINY}-colors/{version.version}")
     out = pyfunc.predict(pd.DataFrame({"image": _png(images)}))        # no task: the patch task's head
     bundle = paint_ray.load_patched(run_id, mlflow_server)
@@ -287,7 +289,8 @@ def test_register_puts_the_patched_model_in_the_registry(mlflow_server, register
     assert shapes["index"].tolist() == bundle.predict("shapes", images[:3]).tolist()
 
 
-def test_the_logged_folder_is_an_mlflow_model_open_clip_and_paint_ray_all_read(mlflow_server, logged_study, tmp_path):
+def test_the_logged_folder_is_an_mlflow_model_open_clip_and_paint_ray_all_read(mlflow_server, logged_study, tmp_path,
+                                                                              monkeypatch):
     import mlflow.artifacts
     import open_clip
     import yaml
@@ -295,8 +298,9 @@ def test_the_logged_folder_is_an_mlflow_model_open_clip_and_paint_ray_all_read(m
     import paint_ray
     _, result = logged_study
     run_id = result.run_ids[f"{TINY}/colors"]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)      # runs:/ as users resolve it
     folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"runs:/{run_id}/patched_model",
-                                                      dst_path=str(tmp_path), tracking_uri=mlflow_server))
+                                                      dst_path=str(tmp_path)))
     mlmodel = yaml.safe_load((folder / "MLmodel").read_text())
     assert mlmodel["flavors"]["python_function"]["loader_module"] == "paint_ray.weights.patched"
     assert mlmodel["run_id"] == run_id and mlmodel["model_id"].startswith("m-")
@@ -350,7 +354,10 @@ def test_mlflow_models_serve_answers_images_over_http_as_load_patched_does(mlflo
     proc = subprocess.Popen([str(Path(sys.executable).parent / "mlflow"), "models", "serve", "-m",
                              f"models:/paint_ray-{TINY}-colors/{version.version}", "--env-manager", "local",
                              "-h", "127.0.0.1", "-p", str(port), "-w", "1"],
-                            env={**os.environ, "MLFLOW_TRACKING_URI": mlflow_server}, cwd=tmp_path,
+                            # the venv's bin on PATH, as when it is activated: the server execs its uvicorn
+                            env={**os.environ, "MLFLOW_TRACKING_URI": mlflow_server,
+                                 "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"},
+                            cwd=tmp_path,
                             stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
     try:
         _wait_http(f"http://127.0.0.1:{port}/ping", proc, log, timeout=240)

@@ -334,6 +334,19 @@ def check_readable_store(uri: str) -> None:
                             f"wrote") from e
 
 
+def model_location(client, run_id: str) -> str:
+    """Where a run's patched model folder is: its LoggedModel's artifact location (MLflow 3), else (runs
+    logged before it was an MLflow Model) the run's own `patched_model` artifact. Resolved with `client`:
+    MLflow 3.17 resolves `runs:/RUN/patched_model` through the process-wide tracking URI, not the one given."""
+    run = client.get_run(run_id)
+    outputs = run.outputs.model_outputs if run.outputs else []
+    for out in outputs:
+        logged = client.get_logged_model(out.model_id)
+        if logged.name == ARTIFACT_MODEL:
+            return logged.artifact_location
+    return f"{run.info.artifact_uri}/{ARTIFACT_MODEL}"
+
+
 def load_patched(run_id: str, tracking_uri_: str | None = None, dst: str | Path | None = None):
     """The patched open_clip model and zero-shot heads logged by run `run_id`, ready for inference.
 
@@ -355,8 +368,8 @@ def load_patched(run_id: str, tracking_uri_: str | None = None, dst: str | Path 
                             f"or with `mlflow runs list --experiment-id ID`") from e
     target = Path(dst) if dst else Path(tempfile.mkdtemp(prefix="paint_ray_patched_"))
     try:
-        try:       # runs:/ finds the run's LoggedModel by name (MLflow 3), or a run artifact of that name
-            folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"runs:/{run_id}/{ARTIFACT_MODEL}",
+        try:
+            folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_location(client, run_id),
                                                               dst_path=str(target), tracking_uri=uri))
         except (MlflowException, OSError) as e:
             raise PaintRayError(f"run {run_id!r} has no {ARTIFACT_MODEL} artifact (not a paint_ray patched model)") from e
