@@ -49,6 +49,11 @@ class Selection:
     eligible: bool = True
     score: float = float("nan")      # the rule's own score at α: what weight sets are ranked by
 
+    def __post_init__(self):
+        if np.isnan(self.score):         # not given: the rule's score of the chosen point (−inf for none)
+            score = rule_score(self.patch_val, self.supported_val, self.rule) if self.eligible else -np.inf
+            object.__setattr__(self, "score", float(score))
+
     def describe(self) -> str:
         if self.rule == "mean":
             return "max mean(patch, supported) on val"

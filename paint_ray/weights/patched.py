@@ -12,8 +12,12 @@ import copy
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 from ..errors import PaintRayError
 from .interpolate import lerp_state, load_floating_state
@@ -120,7 +124,8 @@ class PatchedPyfunc:
     def __init__(self, bundle: PatchedBundle, default_task: str):
         self.bundle, self.default_task = bundle, default_task
 
-    def predict(self, model_input, params: dict | None = None):
+    def predict(self, model_input: pd.DataFrame | dict, params: dict | None = None) -> pd.DataFrame:
+        """`model_input`: a DataFrame (or what pandas makes one of); `params` is unused."""
         import pandas as pd
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
         if "image" not in frame.columns:
