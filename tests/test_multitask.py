@@ -105,16 +105,17 @@ def test_three_modes_end_to_end_sequential_starts_from_patched_step1(ray_local, 
     # sequential: step 2 was fine-tuned from θ0 → θ1(colors) at the α chosen for colors
     first = next(pm for pm in result.patched if pm.mode == "single" and pm.patch == "colors")
     theta0 = {k: v for k, v in result.models[TINY].model.visual.state_dict().items() if v.is_floating_point()}
-    theta1 = load_tensors(first.weights.theta1)
+    from paint_ray.weights.store import fetch            # weight files are named by store names, not paths
+    theta1 = load_tensors(fetch(first.weights.theta1, None))
     a = first.selection.alpha
     expected = {k: (1 - a) * theta0[k] + a * theta1[k] for k in theta1}
     seq = modes["sequential"]
     assert seq.weights.start is not None
-    start = load_tensors(seq.weights.start)
+    start = load_tensors(fetch(seq.weights.start, None))
     assert all(torch.allclose(start[k], expected[k], atol=1e-6) for k in expected)
     trial = result.trials[result.trials.key == seq.weights.theta1_key].iloc[0]
-    start_file = Path(json.loads(Path(trial.path, "params.json").read_text())["job"]["start"])
-    saved = load_tensors(start_file)
+    start_name = json.loads(Path(trial.path, "params.json").read_text())["job"]["start"]
+    saved = load_tensors(fetch(start_name, None))
     assert all(torch.allclose(saved[k], expected[k], atol=1e-6) for k in expected)
 
 
