@@ -16,6 +16,12 @@ from conftest import TINY
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _batch(tuner):
+    """One step's batch as the step reads it: model input, routes (task, slice), labels."""
+    b = tuner._next()
+    return tuner._input(b), b.routes, b.labels
+
+
 def test_joint_batches_score_each_example_with_its_own_head(tiny):
     from paint_ray.caches.eval import prepare_task
     from paint_ray.training.finetune import Finetuner, FinetuneConfig
@@ -26,7 +32,7 @@ def test_joint_batches_score_each_example_with_its_own_head(tiny):
     trains = {n: prepare_task(t, "train", 32) for n, t in tasks.items()}
     tuner = Finetuner(copy.deepcopy(tiny.model.visual), heads, trains,
                       FinetuneConfig(batch_size=64, steps=1, augment_shift=0))
-    x, routes, y = tuner._batch()
+    x, routes, y = _batch(tuner)
     assert sum(sl.stop - sl.start for _, sl in routes) == 64 and {n for n, _ in routes} == set(tasks)
     for name, sl in routes:      # labels of each slice are in its own task's label space
         assert int(y[sl].max()) < len(tasks[name].classnames)
@@ -45,11 +51,11 @@ def test_joint_batches_score_each_example_with_its_own_head(tiny):
     balanced = Finetuner(copy.deepcopy(tiny.model.visual), heads, uneven,
                          FinetuneConfig(batch_size=63, steps=3, augment_shift=0, mix="balanced"))
     for _ in range(3):
-        _, routes, _ = balanced._batch()
+        _, routes, _ = _batch(balanced)
         assert sorted(sl.stop - sl.start for _, sl in routes) == [31, 32]
     by_size = Finetuner(copy.deepcopy(tiny.model.visual), heads, uneven,
                         FinetuneConfig(batch_size=512, steps=3, augment_shift=0))
-    shares = dict((n, sl.stop - sl.start) for n, sl in by_size._batch()[1])
+    shares = dict((n, sl.stop - sl.start) for n, sl in _batch(by_size)[1])
     assert shares["counting"] > 1.5 * shares["digits"]          # 2,000 vs 997 examples
 
 
