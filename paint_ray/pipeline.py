@@ -31,7 +31,7 @@ from .models.registry import EMBEDDED, LoadedModel, ensure_embedded, load_model
 from .errors import PaintRayError
 from .results.store import ResultStore, row_key
 from .paths import ensure_writable
-from .results.selection import frontier_table, select_alpha
+from .results.selection import best_of, frontier_table, select_alpha
 from .results.study import PatchedModel, StudyResult
 from .tasks import get_task
 
@@ -98,7 +98,7 @@ class Pipeline:
              start_key: str | None = None) -> list[FinetuneJob]:
         """One job per recipe of the study's hyperparameter grid. A single-task job trains its task's epochs
         where `cfg.epochs` lists them (converted to steps from the train split's size), else the recipe's steps.
-        `start` is the weights-store name of a start point (sequential), which travels through the storage."""
+        `start` is the storage name of a start point (sequential), which travels through the storage."""
         recipes = self.cfg.recipes()
         if len(tasks) == 1 and tasks[0] in self.cfg.epochs:
             from .training.recipe import resolve
@@ -227,26 +227,29 @@ class Pipeline:
 
     def select(self, sets: Sequence[WeightSet], patch_tasks: Sequence[str], alphas: Sequence[float] | None,
                config: dict | None = None, choose_at: float | None = None,
-               baseline: pd.DataFrame | None = None) -> PatchedModel:
-        """The best set by the selection score on validation, at its own best α (or at `choose_at`). A drop
-        budget is measured from the α = 0 row of `baseline` (default: each set's own frontier)."""
+               baseline: pd.Series | None = None) -> PatchedModel:
+        """The best set by the rule's own score on validation, at its own best α (or at `choose_at`). A drop
+        budget is measured from θ0: `baseline` (θ0's row, `zero_shot_row`) where a frontier's α = 0 is not
+        θ0, else each set's own α = 0 row. When no set has an α within the budget, the PatchedModel says so
+        (its selection is not eligible) and holds the first set's frontier."""
         frame = self.store.read()
-        best = None
-        scored = []
+        tables, selections, scored = [], [], []
         for ws in sets:
             table = self.frontier(ws, patch_tasks, alphas, frame)
             candidates = table if choose_at is None else table[table.alpha == choose_at]
             sel = select_alpha(candidates, self.cfg.rule, self.cfg.max_drop,
                                baseline=table if baseline is None else baseline)
-            score = (sel.patch_val + sel.supported_val) / 2
-            scored.append({"trial": ws.trial, "score": score, **candidates[candidates.alpha == sel.alpha].iloc[0].to_dict()})
-            if best is None or score > best[0]:
-                best = (score, ws, table, sel)
-        _, ws, table, sel = best
+            tables.append(table)
+            selections.append(sel)
+            at = candidates[candidates.alpha == (sel.alpha if sel.eligible else candidates.alpha.max())]
+            scored.append({"trial": ws.trial, "score": sel.score, "eligible": sel.eligible, **at.iloc[0].to_dict()})
+        i = best_of(selections)
+        ws, table, sel = sets[i], tables[i], selections[i]
         ref = ws.model
         drift = self.backend.drift(ws, list(self.tasks))     # CKA on every task of the study: one probe set
         return PatchedModel(ref.spec, ref.pretrained, "+".join(patch_tasks), ws, dict(config or ws.recipe), table,
-                            sel, drift, ws.mode, pd.DataFrame(scored) if choose_at is not None else None)
+                            sel, drift, ws.mode, pd.DataFrame(scored) if choose_at is not None else None,
+                            zero_shot=baseline)
 
     def single_task(self) -> list[PatchedModel]:
         """Every (model, patch task, seed): fine-tune each recipe, sweep, choose the best trial and α (each seed

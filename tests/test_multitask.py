@@ -16,6 +16,12 @@ from conftest import TINY
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _batch(tuner):
+    """One step's batch as the step reads it: model input, routes (task, slice), labels."""
+    b = tuner._next()
+    return tuner._input(b), b.routes, b.labels
+
+
 def test_joint_batches_score_each_example_with_its_own_head(tiny):
     from paint_ray.caches.eval import prepare_task
     from paint_ray.training.finetune import Finetuner, FinetuneConfig
@@ -26,7 +32,7 @@ def test_joint_batches_score_each_example_with_its_own_head(tiny):
     trains = {n: prepare_task(t, "train", 32) for n, t in tasks.items()}
     tuner = Finetuner(copy.deepcopy(tiny.model.visual), heads, trains,
                       FinetuneConfig(batch_size=64, steps=1, augment_shift=0))
-    x, routes, y = tuner._batch()
+    x, routes, y = _batch(tuner)
     assert sum(sl.stop - sl.start for _, sl in routes) == 64 and {n for n, _ in routes} == set(tasks)
     for name, sl in routes:      # labels of each slice are in its own task's label space
         assert int(y[sl].max()) < len(tasks[name].classnames)
@@ -45,11 +51,11 @@ def test_joint_batches_score_each_example_with_its_own_head(tiny):
     balanced = Finetuner(copy.deepcopy(tiny.model.visual), heads, uneven,
                          FinetuneConfig(batch_size=63, steps=3, augment_shift=0, mix="balanced"))
     for _ in range(3):
-        _, routes, _ = balanced._batch()
+        _, routes, _ = _batch(balanced)
         assert sorted(sl.stop - sl.start for _, sl in routes) == [31, 32]
     by_size = Finetuner(copy.deepcopy(tiny.model.visual), heads, uneven,
                         FinetuneConfig(batch_size=512, steps=3, augment_shift=0))
-    shares = dict((n, sl.stop - sl.start) for n, sl in by_size._batch()[1])
+    shares = dict((n, sl.stop - sl.start) for n, sl in _batch(by_size)[1])
     assert shares["counting"] > 1.5 * shares["digits"]          # 2,000 vs 997 examples
 
 
@@ -87,8 +93,17 @@ def test_three_modes_end_to_end_sequential_starts_from_patched_step1(ray_local, 
     # on validation, measured from θ0 (for sequential, whose α = 0 is the model patched on colors, too)
     theta0_val = modes["single"].frontier.set_index("alpha").loc[0.0, "supported_val"]
     for pm in result.patched:
+        if not pm.selection.eligible:          # "none eligible" is reported, never a model over the budget
+            assert table.loc[table["mode"].str.startswith(pm.mode), "eligible"].eq(False).all()
+            continue
         chosen = pm.frontier.set_index("alpha").loc[pm.selection.alpha, "supported_val"]
         assert 100 * (theta0_val - chosen) <= 2.0 + 1e-9, pm.label
+    # the sequential row's zero-shot is θ0 (from the specialised frontiers' α = 0), not the step-1 model
+    single = {pm.patch: pm.frontier.set_index("alpha").loc[0.0] for pm in result.patched if pm.mode == "single"}
+    seq_row = modes["sequential"].summary(cfg.supported)
+    assert seq_row["patch_zero_shot"] == pytest.approx((single["colors"]["colors_test"]
+                                                        + single["counting"]["counting_test"]) / 2)
+    assert seq_row["supported_zero_shot"] == pytest.approx(single["colors"]["supported_test"])
     # joint: equal task shares per batch and the specialised models' steps added up
     joint = result.trials[result.trials["mode"] == "joint"].iloc[0]
     assert joint.recipe["steps"] == 24 and joint.recipe["mix"] == "balanced"
@@ -96,16 +111,17 @@ def test_three_modes_end_to_end_sequential_starts_from_patched_step1(ray_local, 
     # sequential: step 2 was fine-tuned from θ0 → θ1(colors) at the α chosen for colors
     first = next(pm for pm in result.patched if pm.mode == "single" and pm.patch == "colors")
     theta0 = {k: v for k, v in result.models[TINY].model.visual.state_dict().items() if v.is_floating_point()}
-    theta1 = load_tensors(first.weights.theta1)
+    from paint_ray.storage import fetch            # weight files are named by store names, not paths
+    theta1 = load_tensors(fetch(first.weights.theta1, None))
     a = first.selection.alpha
     expected = {k: (1 - a) * theta0[k] + a * theta1[k] for k in theta1}
     seq = modes["sequential"]
     assert seq.weights.start is not None
-    start = load_tensors(seq.weights.start)
+    start = load_tensors(fetch(seq.weights.start, None))
     assert all(torch.allclose(start[k], expected[k], atol=1e-6) for k in expected)
     trial = result.trials[result.trials.key == seq.weights.theta1_key].iloc[0]
-    start_file = Path(json.loads(Path(trial.path, "params.json").read_text())["job"]["start"])
-    saved = load_tensors(start_file)
+    start_name = json.loads(Path(trial.path, "params.json").read_text())["job"]["start"]
+    saved = load_tensors(fetch(start_name, None))
     assert all(torch.allclose(saved[k], expected[k], atol=1e-6) for k in expected)
 
 
@@ -141,6 +157,9 @@ def test_per_task_coefficients_search_and_given_coefficients_log_to_mlflow(ray_l
 @pytest.mark.parametrize("args,needle", [
     (["--mode", "jointly"], "unknown mode 'jointly'"),
     (["--combiner", "tie"], "unknown combiner 'tie'"),
+    (["--combiner", "tsvm"], "unknown combiner 'tsvm' (did you mean 'tsv'?); valid: average, dare_linear, "
+                             "dare_ties, iso_c, iso_cts, task_arithmetic, ties, tsv"),
+    (["--combiner", "iso_cts", "--common-fraction", "1.5"], "--common-fraction 1.5 must be in [0, 1]"),
     (["--patch", "digits"], "need at least 2 patch tasks"),
     (["--per-task", "--coefficients", "0.5"], "--coefficients has 1 values for 2 patch tasks"),
     (["--coefficients", "0.5,0.5"], "--coefficients needs --per-task"),
@@ -153,3 +172,34 @@ def test_multitask_bad_input_is_one_line(tmp_path, args, needle):
     assert r.returncode == 2, r.stderr[-1000:]
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0] and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("combiner,extra", [("tsv", {}), ("iso_cts", {"common_fraction": 0.5}),
+                                            ("dare_ties", {"seed": 0})])
+def test_parallel_mode_merges_the_specialised_task_vectors_with_the_combiner(tmp_path, combiner, extra):
+    # in process (no Ray): the merged weight set the parallel mode swept is θ0 + merge(θᵢ − θ0) of the
+    # specialised models it chose, by the named combiner and its options
+    from paint_ray.backends.local import LocalBackend
+    from paint_ray.config import StudyConfig
+    from paint_ray.models.checkpoints import load_tensors
+    from paint_ray.multitask import MultitaskConfig, run_multitask
+    from paint_ray.weights.merging import merge_task_vectors
+    from paint_ray.storage import fetch
+    cfg = StudyConfig(name="mt-combiner", models=[TINY], patch_tasks=["colors", "counting"], supported=["shapes"],
+                      alphas=[0.0, 0.5, 1.0], out=str(tmp_path), progress=False, mlflow=False,
+                      search_space={"lr": [3e-3], "steps": [6], "batch_size": [32], "warmup_steps": [2]})
+    result, table = run_multitask(MultitaskConfig(cfg, modes=["parallel"], combiner=combiner,
+                                                  common_fraction=extra.get("common_fraction", 0.8)),
+                                  LocalBackend("cpu"))
+    assert table["mode"].tolist() == ["specialised", f"parallel ({combiner})"]
+    merged = next(pm for pm in result.patched if pm.mode == "parallel")
+    assert merged.config["combiner"] == combiner and all(merged.config[k] == v for k, v in extra.items())
+    theta0 = {k: v for k, v in result.models[TINY].model.visual.state_dict().items() if v.is_floating_point()}
+    specialised = [next(pm for pm in result.patched if pm.patch == t) for t in ("colors", "counting")]
+    thetas = [load_tensors(fetch(pm.weights.theta1, None)) for pm in specialised]
+    names = sorted(thetas[0])
+    taus = [[th[n] - theta0[n] for n in names] for th in thetas]
+    want = merge_task_vectors(taus, combiner, None, 0.2, **extra)
+    got = load_tensors(fetch(merged.weights.theta1, None))
+    for n, v in zip(names, want):
+        torch.testing.assert_close(got[n], theta0[n] + v)

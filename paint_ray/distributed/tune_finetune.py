@@ -126,7 +126,7 @@ def run_trials(jobs: list[dict], storage: str | Path, name: str, resources: Tria
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     trainable = tune.with_resources(finetune_trial, resources.as_dict())
     storage = str(storage) if "://" in str(storage) else str(Path(storage).resolve())
-    # the storage also holds the finished θ1s by name (weights_store.py): it is not part of a trial's identity
+    # the storage also holds the finished θ1s by name (storage.py): it is not part of a trial's identity
     param_space = {"job": tune.grid_search(jobs), "storage": storage}
     path = os.path.join(storage, name)
     callbacks = [_progress_callback(len(jobs), progress)]

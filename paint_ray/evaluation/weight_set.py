@@ -23,12 +23,12 @@ def set_key(model_digest: str, theta1_key: str, start_key: str | None) -> str:
 class WeightSet:
     """Weights to sweep over α: θα = (1 − α)·start + α·θ1, start being θ0 unless given."""
     model: ModelRef
-    theta1: str                          # weights-store name of θ1 ('finetuned/<job key>.safetensors')
+    theta1: str                          # storage name of θ1 ('finetuned/<job key>.safetensors')
     theta1_key: str
     patch_tasks: str                     # 'a' or 'a+b'
     mode: str                            # single, joint, sequential, parallel
     eval_tasks: tuple[str, ...]
-    start: str | None = None             # weights-store name of the start point (sequential)
+    start: str | None = None             # storage name of the start point (sequential)
     start_key: str | None = None
     recipe: dict = field(default_factory=dict, compare=False, hash=False)
 

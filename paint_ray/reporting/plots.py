@@ -30,9 +30,10 @@ def frontier_plot(table: pd.DataFrame, chosen_alpha: float, title: str, path: st
     for a, (label, marker, color) in ends.items():
         sel = table["alpha"] == a
         ax.scatter(x[sel], y[sel], marker=marker, s=80, color=color, zorder=3, label=label)
-    sel = table["alpha"] == chosen_alpha
-    ax.scatter(x[sel], y[sel], marker="*", s=260, color="gold", edgecolor="k", zorder=4,
-               label=f"chosen α = {chosen_alpha:g}")
+    if np.isfinite(chosen_alpha):           # nan: no α within the drop budget, nothing chosen
+        sel = table["alpha"] == chosen_alpha
+        ax.scatter(x[sel], y[sel], marker="*", s=260, color="gold", edgecolor="k", zorder=4,
+                   label=f"chosen α = {chosen_alpha:g}")
     for mark in published or []:
         style = {"color": "tab:purple", "lw": 1.0, "alpha": 0.8, "zorder": 0}
         if mark["kind"] == "vline":

@@ -52,7 +52,7 @@ class FinetuneJob:
     task_keys: tuple[str, ...]          # caches.train.train_key of each task: its training data and prompts
     recipe: FinetuneConfig
     data_root: str | None = None
-    start: str | None = None            # weights-store name of the image encoder to start from (sequential)
+    start: str | None = None            # storage name of the image encoder to start from (sequential)
     start_key: str | None = None
     mode: str = "single"
 
