@@ -3,7 +3,7 @@
 - the α grid: parsed, range-checked, capped and anchored at 0 (zero-shot) and 1 (fine-tuned) here only;
 - `StudyConfig`: models × patch tasks × hyperparameters × α × eval tasks, for either backend.
 
-May import: errors, identity, paths, storage, devices, tasks, data, models, training, evaluation
+May import: errors, identity, paths, storage, devices, tasks, data, models, weights, training, evaluation
 """
 from __future__ import annotations
 
@@ -16,6 +16,9 @@ from .training.finetune import FinetuneConfig
 MAX_ALPHAS = 1001          # 0:1:0.001; a finer grid is a typo, and each value is a full evaluation
 SPLITS = ("val", "test")   # val chooses α, test reports it
 RULES = ("mean", "max-drop")
+SCHEDULE_KINDS = ("linear", "free")      # per-block schedules: LiNeS's depth line, or one coefficient per block
+SEARCHERS = ("tpe", "random")            # Optuna samplers, in process or through Ray Tune's OptunaSearch
+MAX_SCHEDULE_TRIALS = 1000               # per target and weight set; each trial is a pass over the val splits
 
 
 def shown(value, limit: int = 80) -> str:
@@ -160,6 +163,12 @@ class StudyConfig:
     eval_memory: int | None = None      # bytes each evaluator may hold: weights and eval data (memory.py)
     keep_evaluators: float = 1800.0     # seconds an idle evaluator waits before it ends and frees its GPU
     alpha_search: float | None = None   # --alphas auto[:Δα]: search α to this resolution instead of a grid
+    # per-block schedules (weights/schedule.py): 'linear' or 'free' searches that family on validation after the
+    # global α; a comma list (one coefficient per image-tower block) evaluates that one schedule
+    schedule: str | None = None
+    searcher: str = "tpe"               # --searcher: the Optuna sampler proposing schedules (results/schedules.py)
+    schedule_trials: int = 48           # schedules each target's searcher proposes per weight set
+    schedule_batch: int = 8             # of them per round (one batch of cells to the evaluators)
     # fine-tuning seeds: each (model, patch task) is fine-tuned, swept and selected once per seed
     seeds: list[int] = field(default_factory=lambda: [0])
     _validated: str | None = field(default=None, init=False, repr=False, compare=False)
@@ -206,6 +215,7 @@ class StudyConfig:
         if self.rule == "max-drop" and self.max_drop is None:
             raise PaintRayError("rule 'max-drop' needs --max-drop D (points of supported accuracy)")
         check_max_drop(self.max_drop)
+        self._validate_schedule()
         unknown_hp = set(self.search_space) - set(HYPERPARAMETERS)
         if unknown_hp:
             raise unknown("hyperparameter", sorted(unknown_hp)[0], HYPERPARAMETERS)
@@ -238,6 +248,24 @@ class StudyConfig:
             ensure_writable(self.out)
             self._validated = self._state()
 
+    def _validate_schedule(self) -> None:
+        """--searcher and the schedule options, and a given schedule's length against every model whose
+        depth its config tells (a hub model's is checked once it is loaded, still before fine-tuning)."""
+        if self.searcher not in SEARCHERS:
+            raise unknown("searcher", self.searcher, SEARCHERS)
+        for flag, v in (("--schedule-trials", self.schedule_trials), ("--schedule-batch", self.schedule_batch)):
+            if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= MAX_SCHEDULE_TRIALS:
+                raise PaintRayError(f"{flag} {shown(v)} must be an integer from 1 to {MAX_SCHEDULE_TRIALS}")
+        if self.schedule is None or self.schedule in SCHEDULE_KINDS:
+            return
+        if not any(c.isdigit() for c in self.schedule):
+            raise unknown("schedule", self.schedule, [*SCHEDULE_KINDS, "c1,...,cL (one per block)"])
+        from .weights.schedule import parse_schedule
+        for spec in self.models:
+            n = blocks_of_spec(spec)
+            if n is not None:
+                parse_schedule(self.schedule, n, spec)
+
     def recipes(self) -> list[FinetuneConfig]:
         """Every point of the hyperparameter grid, once per seed, as a fine-tuning recipe."""
         import itertools
@@ -255,6 +283,29 @@ class StudyConfig:
     def eval_tasks(self, patch: str) -> list[str]:
         """What a model patched on `patch` ('a' or 'a+b') is evaluated on: its tasks, supported and extra."""
         return list(dict.fromkeys([*patch.split("+"), *self.supported, *self.extra_tasks]))
+
+
+def blocks_of_spec(spec: str) -> int | None:
+    """A model's image-tower depth from its open_clip config, without loading weights (None if unknown)."""
+    import json
+    from pathlib import Path
+
+    import open_clip
+
+    import paint_ray.models.registry  # noqa: F401  (registers the embedded configs)
+    arch = spec.strip()
+    if arch.startswith("local-dir:"):
+        path = Path(arch.split(":", 1)[1]) / "open_clip_config.json"
+        try:
+            cfg = json.loads(path.read_text()).get("model_cfg", {})
+        except (OSError, ValueError):
+            return None
+    elif arch.startswith("hf-hub:") or "/" in arch.split(":", 1)[0]:
+        return None
+    else:
+        cfg = open_clip.get_model_config(arch.split(":", 1)[0]) or {}
+    layers = cfg.get("vision_cfg", {}).get("layers")
+    return int(layers) if isinstance(layers, int) else None
 
 
 def check_device(device: str) -> str:

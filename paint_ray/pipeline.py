@@ -142,7 +142,7 @@ class Pipeline:
     def row(self, ws: WeightSet, r: dict) -> dict:
         """A result row: content keys first, names for reading after."""
         return {"schema": SCHEMA_VERSION, "model_digest": ws.model.digest, "weights": ws.key, "alpha": r["alpha"],
-                "task_key": self.task_keys[r["task"]], "split": r["split"], **self.identity,
+                "schedule": r.get("schedule") or "", "task_key": self.task_keys[r["task"]], "split": r["split"], **self.identity,
                 "study": self.cfg.name, "model": ws.model.spec, "pretrained": ws.model.pretrained,
                 "patch_tasks": ws.patch_tasks, "mode": ws.mode, "trial": ws.trial, "eval_task": r["task"],
                 **{k: r[k] for k in ("accuracy", "n", "seconds") if k in r}}
@@ -152,13 +152,15 @@ class Pipeline:
         return self.sweep_cells({ws: [(a, task, split) for a in alphas for task in ws.eval_tasks for split in splits]
                                  for ws in sets})
 
-    def sweep_cells(self, wanted: dict[WeightSet, list[tuple[float, str, str]]]) -> int:
-        """Evaluate, as one batch of cells to the evaluators, every (α, task, split) of each set not yet stored."""
+    def sweep_cells(self, wanted: dict[WeightSet, list[tuple]]) -> int:
+        """Evaluate, as one batch of cells to the evaluators, every (α, task, split[, schedule]) of each set not
+        yet stored."""
         t = time.time()
         done = self.store.keys()
         work = {}
         for ws, cells in wanted.items():
-            cells = [c for c in cells if row_key(self.row(ws, {"alpha": c[0], "task": c[1], "split": c[2]})) not in done]
+            cells = [c for c in dict.fromkeys(cells) if row_key(self.row(ws, dict(zip(
+                ("alpha", "task", "split", "schedule"), c)))) not in done]
             if cells:
                 work[ws] = cells
         if work:
@@ -211,6 +213,98 @@ class Pipeline:
         self.sweep_cells(wanted)
         self.timings["search_rounds"] = self.timings.get("search_rounds", 0) + rounds
         return rounds
+
+    # ---- 3b. per-block schedules ------------------------------------------------------------
+    def n_blocks(self, ref: ModelRef) -> int:
+        """The image tower's transformer blocks (0 for a tower without them)."""
+        from .weights.schedule import blocks_of
+        return blocks_of(list(self.models[ref.spec].model.visual.state_dict()))
+
+    def schedule_pool(self, ws: WeightSet, patch_tasks: Sequence[str], n_blocks: int,
+                      frame: pd.DataFrame | None = None) -> pd.DataFrame:
+        """Every point evaluated for `ws`, global α values and per-block schedules alike (results/schedules.py)."""
+        from .results.schedules import pool_table
+        frame = self.store.read(schedules=True) if frame is None else frame
+        keys = {self.task_keys[t] for t in ws.eval_tasks}
+        mine = frame[(frame.weights == ws.key) & (frame.model_digest == ws.model.digest)
+                     & (frame.precision == self.identity["precision"]) & (frame["device"] == self.identity["device"])
+                     & frame.task_key.isin(keys)]
+        return pool_table(mine, patch_tasks, self.cfg.supported, n_blocks)
+
+    def search_schedules(self, patched: Sequence[PatchedModel]) -> None:
+        """Per-block schedules for each patched model's weight set (`--schedule`), searched on validation in
+        rounds by the backend's searcher, every round one batch of cells for all of them; then each target's
+        choice among everything evaluated is tested. Sets each model's `schedule` result."""
+        from .config import SCHEDULE_KINDS
+        from .results.schedules import (ScheduleResult, ScheduleSpace, Search, choose, point_key, seed_of,
+                                        targets_for, warm_points)
+        from .weights.schedule import parse_schedule
+        cfg = self.cfg
+        targets = targets_for(cfg.rule, cfg.max_drop)
+        frame = self.store.read(schedules=True)
+        items = []                 # (patched model, blocks, base, points before, search or None)
+        given = {}
+        for pm in patched:
+            ws = pm.weights
+            n = self.n_blocks(ws.model)
+            table = self.schedule_pool(ws, pm.patch.split("+"), n, frame)
+            base = float(pm.zero_shot_point()["supported_val"])
+            search = None
+            if cfg.schedule in SCHEDULE_KINDS:
+                space = ScheduleSpace(cfg.schedule, n)
+                searchers = {t.name: self.backend.searcher(cfg.searcher, space.names,
+                                                           seed_of(ws.key, space.kind, t.name, cfg.searcher),
+                                                           warm_points(space, table, t, base)) for t in targets}
+                search = Search(space, targets, base, searchers, cfg.schedule_trials, cfg.schedule_batch)
+            else:
+                given[id(pm)] = parse_schedule(cfg.schedule, n, ws.model.spec)
+            items.append((pm, n, base, set(table["point"]), search))
+
+        def cells(pm, schedules, split):
+            return [(sc.alpha, t, split, sc.key) for sc in schedules for t in pm.weights.eval_tasks]
+
+        rounds = 0
+        while True:
+            wanted: dict[WeightSet, list] = {}
+            proposed = {}
+            for pm, n, base, before, search in items:
+                schedules = search.propose() if search is not None else \
+                    ([given[id(pm)]] if rounds == 0 else [])
+                if schedules:
+                    proposed[id(pm)] = schedules
+                    wanted.setdefault(pm.weights, []).extend(cells(pm, schedules, "val"))
+            if not wanted:
+                break
+            self.sweep_cells(wanted)
+            rounds += 1
+            frame = self.store.read(schedules=True)
+            for pm, n, base, before, search in items:
+                if search is None or id(pm) not in proposed:
+                    continue
+                table = self.schedule_pool(pm.weights, pm.patch.split("+"), n, frame).set_index("point")
+                search.observe(lambda sc: tuple(table.loc[point_key(sc.key, sc.alpha, n),
+                                                          ["patch_val", "supported_val"]].astype(float)))
+        frame = self.store.read(schedules=True)
+        wanted, chosen = {}, {}
+        for pm, n, base, before, search in items:
+            table = self.schedule_pool(pm.weights, pm.patch.split("+"), n, frame)
+            chosen[id(pm)] = {t.name: choose(table, t, base) for t in targets}
+            tested = set(table.dropna(subset=["patch_test"])["point"])
+            for c in chosen[id(pm)].values():
+                if c.eligible and c.point not in tested:
+                    wanted.setdefault(pm.weights, []).extend(
+                        (c.alpha, t, "test", c.schedule) for t in pm.weights.eval_tasks)
+        self.sweep_cells(wanted)
+        frame = self.store.read(schedules=True)
+        for pm, n, base, before, search in items:
+            table = self.schedule_pool(pm.weights, pm.patch.split("+"), n, frame)
+            new = set(table["point"]) - before
+            tests = {c.point for c in chosen[id(pm)].values() if c.eligible and c.point not in before}
+            k = len(pm.weights.eval_tasks)
+            pm.schedule = ScheduleResult(cfg.schedule if search is not None else "given", cfg.searcher, n, table,
+                                         chosen[id(pm)], targets[0].name,
+                                         cells={"val": k * len(new), "test": k * len(tests)}, rounds=rounds)
+        self.timings["schedule_rounds"] = self.timings.get("schedule_rounds", 0) + rounds
 
     # ---- 4. selection -----------------------------------------------------------------------
     def frontier(self, ws: WeightSet, patch_tasks: Sequence[str], alphas: Sequence[float] | None,
@@ -269,6 +363,10 @@ class Pipeline:
                     pm = self.select(mine, [patch], alphas)
                     pm.seed = seed
                     patched.append(pm)
+        if cfg.schedule is not None:
+            t = time.time()
+            self.search_schedules(patched)
+            self.timings["schedule_s"] = time.time() - t
         return patched
 
     # ---- 5. record --------------------------------------------------------------------------

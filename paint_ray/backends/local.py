@@ -44,12 +44,16 @@ class LocalBackend:
         with tqdm(total=sum(len(u[2]) for u in units), desc="sweeping cells", disable=not progress,
                   leave=False) as bar:
             for host, model_id, cells in units:
-                rows.add(host, model_id, self.host.evaluate(model_id, [(c.weights, c.alpha, c.task, c.split)
-                                                                        for c in cells]))
+                rows.add(host, model_id, self.host.evaluate(model_id, [(c.weights, c.alpha, c.task, c.split,
+                                                                         c.schedule) for c in cells]))
                 bar.update(len(cells))
 
     def drift(self, ws: WeightSet, probe_tasks: list[str]) -> dict:
         return self.sweeper.drift(ws, probe_tasks)
+
+    def searcher(self, name: str, names: list[str], seed: int, warm: list[tuple[dict, float]]):
+        from ..results.schedules import local_searcher
+        return local_searcher(name, names, seed, warm)
 
     def close(self) -> None:
         pass

@@ -48,6 +48,17 @@ def add_study_flags(p: argparse.ArgumentParser, presets: dict, out: str, single:
                    help="choose the best patch accuracy whose mean supported drop is at most D points "
                         "(default: the best mean of patch and supported accuracy)")
 
+    g = p.add_argument_group("per-block schedules (after the global α)")
+    g.add_argument("--schedule", default=None,
+                   help="linear (LiNeS's depth schedule: block 0's and the last block's coefficients) or free (one "
+                        "coefficient per image-tower block): search that family on validation with --searcher; or "
+                        "c1,...,cL to evaluate one schedule (block 0, next to the input, first)")
+    g.add_argument("--searcher", default=None, help="tpe (Optuna's multivariate TPE, default) or random; on Ray "
+                                                    "through Ray Tune's OptunaSearch")
+    g.add_argument("--schedule-trials", type=int, default=None,
+                   help="schedules proposed per target (the rule and each drop budget) and weight set (default 48)")
+    g.add_argument("--schedule-batch", type=int, default=None, help="of them per round (default 8)")
+
     g = p.add_argument_group("fine-tuning (comma lists are gridded over)")
     for flag, kind, what in (("--lr", float_list, "learning rates"), ("--steps", int_list, "steps"),
                              ("--batch-size", int_list, "batch sizes"), ("--weight-decay", float_list, "weight decays"),
@@ -126,7 +137,13 @@ def config_from_args(study: str, presets: dict, args: argparse.Namespace, single
     if gpus is not None or cpus != 1.0:
         resources = TrialResources(cpus=cpus, gpus=gpus or 0.0)
     keep = getattr(args, "keep_evaluators", None)
+    schedule_opts = {k: getattr(args, k) for k in ("searcher", "schedule_trials", "schedule_batch")
+                     if getattr(args, k, None) is not None}
+    if schedule_opts and getattr(args, "schedule", None) is None:
+        flag = "--" + next(iter(schedule_opts)).replace("_", "-")
+        raise PaintRayError(f"{flag} is a --schedule option; add --schedule linear or --schedule free")
     return StudyConfig(
+        schedule=getattr(args, "schedule", None), **schedule_opts,
         name=study, models=models, patch_tasks=patch, supported=supported,
         extra_tasks=list(preset.get("extra_tasks", [])),
         epochs={} if args.steps else dict(preset.get("epochs", {})),      # --steps overrides epochs

@@ -79,6 +79,9 @@ def _run_study(study: str, presets: dict, args, report) -> int:
     print(f"\n{study}: test accuracy at the α chosen on validation ({result.selection_rule()})")
     print(format_table(table))
     print("\n" + format_summary(table, cfg.models))
+    if "schedule_cells" in table:
+        from ..reporting.text import format_schedules
+        print("\n" + format_schedules(table))
     if format_comparisons(result):
         print("\n" + format_comparisons(result))
     t = result.timings

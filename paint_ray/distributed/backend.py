@@ -166,6 +166,11 @@ class RayBackend:
     def drift(self, ws: WeightSet, probe_tasks: list[str]) -> dict:
         return self.sweeper.drift(ws, probe_tasks)
 
+    def searcher(self, name: str, names: list[str], seed: int, warm: list[tuple[dict, float]]):
+        """Ray Tune's OptunaSearch proposing schedules for the evaluators to score (searchers.py)."""
+        from .searchers import tune_searcher
+        return tune_searcher(name, names, seed, warm)
+
     def close(self) -> None:
         """Withdraw this study's requests to the autoscaler (nodes may go once idle); the evaluators stay,
         detached, for paint_ray.live, until they have been idle for --keep-evaluators."""

@@ -32,7 +32,8 @@ def run_units(handles: Sequence, units: list[Unit], rows: Rows, max_in_flight: i
     def submit(actor: int) -> None:
         if queues[actor] and sum(1 for a, _, _ in in_flight.values() if a == actor) < max_in_flight:
             _, model_id, cells = queues[actor].pop(0)
-            ref = handles[actor].evaluate.remote(model_id, [(c.weights, c.alpha, c.task, c.split) for c in cells])
+            ref = handles[actor].evaluate.remote(model_id, [(c.weights, c.alpha, c.task, c.split, c.schedule)
+                                                            for c in cells])
             in_flight[ref] = (actor, model_id, cells)
 
     for actor in list(queues):

@@ -1,7 +1,9 @@
 """The sweep engine: one model's θ0, its θ1s, zero-shot heads and prepared eval splits on ONE device.
 
-A cell is (weights, α, eval task, split). Cells are grouped by (weights, α) so each patched model is formed
-once, in place, and then evaluated on every task it is asked for. α = 0 is the same model whatever the
+A cell is (weights, α, eval task, split, schedule). Cells are grouped by (weights, α, schedule) so each
+patched model is formed once, in place, and then evaluated on every task it is asked for. A schedule (a key
+of weights/schedule.py; '' for the global α) gives each image-tower block its own coefficient: the same one
+foreach lerp with one weight per tensor. α = 0 is the same model whatever the
 fine-tuned weights, so it is evaluated once; α = 1 is evaluated once per θ1. θ1s are held by a
 `WeightCache` (residency.py), on the device while the host's budget has room. Counts stay on the device
 until a cell is done: one host read per cell, none per batch. The Ray actor (distributed/evaluators.py)
@@ -23,6 +25,7 @@ from ..models.heads import predictions
 from ..models.normalize import to_model_input
 from ..tasks.answer_groups import Groups, as_groups
 from ..weights.interpolate import interpolate_, tensors_of
+from ..weights.schedule import GLOBAL, groups_of, tensor_weights
 from .memory import tensor_bytes
 from .residency import WeightCache
 from .streaming import batches
@@ -36,10 +39,18 @@ class Cell:
     alpha: float
     task: str
     split: str
+    schedule: str = GLOBAL    # per-block coefficients (weights/schedule.py); '' for the global α
 
     def canonical(self, has_start: bool = False) -> "Cell":
         """α = 0 is θ0 for every θ1 that starts at θ0: one evaluation serves them all."""
-        return Cell(ZERO_SHOT, 0.0, self.task, self.split) if self.alpha == 0.0 and not has_start else self
+        if self.alpha == 0.0 and not has_start and self.schedule == GLOBAL:
+            return Cell(ZERO_SHOT, 0.0, self.task, self.split)
+        return self
+
+    @property
+    def model(self) -> tuple[str, float, str]:
+        """What forms the patched model: cells sharing it are evaluated on one forming."""
+        return (self.weights, self.alpha, self.schedule)
 
 
 class Evaluator:
@@ -64,7 +75,8 @@ class Evaluator:
         self.resident: dict[tuple[str, str], bool] = {}
         self.memo: dict[Cell, dict] = {}
         self.starts: set[str] = set()    # θ1 keys whose α = 0 is not θ0 (sequential)
-        self.current: tuple[str, float] | None = (ZERO_SHOT, 0.0)
+        self.current: tuple[str, float, str] | None = (ZERO_SHOT, 0.0, GLOBAL)
+        self._groups: list[int] | None = None      # each live tensor's schedule group, found on first use
         self.loads = 0            # weights, heads and splits transferred in: a reused actor adds none
 
     @property
@@ -140,13 +152,18 @@ class Evaluator:
             all(t[0] in self.heads and t in self.splits for t in tasks)
 
     # ---- evaluation -------------------------------------------------------------------------
-    def set_model(self, weights: str, alpha: float) -> None:
-        """Form θα in place (skipped when it is already the live model)."""
-        if self.current == (weights, alpha):
+    def set_model(self, weights: str, alpha: float, schedule: str = GLOBAL) -> None:
+        """Form θα (or θ under a per-block schedule) in place; skipped when it is already the live model."""
+        if self.current == (weights, alpha, schedule):
             return
         theta1, start = (None, None) if weights == ZERO_SHOT else self.cache.get(self.model_id, weights)
-        interpolate_(self.live, start if start is not None else self.theta0, theta1, alpha)
-        self.current = (weights, alpha)
+        coefficients: float | list[float] = alpha
+        if schedule != GLOBAL:       # the row's α is then only the blocks' mean: the schedule decides
+            if self._groups is None:
+                self._groups = groups_of(self.names)
+            coefficients = tensor_weights(self._groups, schedule)
+        interpolate_(self.live, start if start is not None else self.theta0, theta1, coefficients)
+        self.current = (weights, alpha, schedule)
 
     @torch.inference_mode()
     def _correct(self, task: str, split: str) -> tuple[torch.Tensor, int]:
@@ -166,9 +183,9 @@ class Evaluator:
                 raise ValueError(f"alpha {c.alpha} outside [0, 1]")
             if not self.has([self._canonical(c).weights], [(c.task, c.split)]):  # α = 0 needs no θ1
                 raise KeyError(f"evaluator lacks what cell {c} needs (weights, head or split)")
-        todo = sorted({self._canonical(c) for c in cells} - set(self.memo))
-        for (weights, alpha), group in groupby(todo, key=lambda c: (c.weights, c.alpha)):
-            self.set_model(weights, alpha)
+        todo = sorted({self._canonical(c) for c in cells} - set(self.memo), key=lambda c: (c.model, c.task, c.split))
+        for (weights, alpha, schedule), group in groupby(todo, key=lambda c: c.model):
+            self.set_model(weights, alpha, schedule)
             for c in group:
                 start = time.perf_counter()
                 correct, n = self._correct(c.task, c.split)

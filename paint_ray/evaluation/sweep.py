@@ -165,7 +165,7 @@ class Sweeper:
             splits = {c[2] for ws in sets for c in work[ws]}
             idents.update(self.stage(sets[0].model, self.task_keys(sorted(tasks)), splits,
                                      {ws: {c[1] for c in work[ws]} for ws in sets}))
-            cells_by_model[digest] = [Cell(ws.key, a, t, s) for ws in sets for a, t, s in work[ws]]
+            cells_by_model[digest] = [Cell(ws.key, *c) for ws in sets for c in work[ws]]
             for ws in sets:
                 by_key[(digest, ws.key)] = ws
                 if ws.start:
@@ -199,16 +199,17 @@ def units_of(cells_by_model: dict[str, list[Cell]], idents: dict[tuple[str, str,
     parent cell it adds to: {(host, model, sub-cell): (model, cell)}.
 
     `idents[(model, task, split)]` is the split's placement identity (task, split, key, image size)."""
-    groups: dict[tuple[int, str, str, float], list[Cell]] = defaultdict(list)
+    groups: dict[tuple[int, str, str, float, str], list[Cell]] = defaultdict(list)
     parent = {}
     for model_id, cells in cells_by_model.items():
         for c in cells:
-            shared_zero = c.weights == ZERO_SHOT or (c.alpha == 0.0 and (model_id, c.weights) not in with_start)
+            shared_zero = c.weights == ZERO_SHOT or (c.alpha == 0.0 and not c.schedule
+                                                     and (model_id, c.weights) not in with_start)
             for host, shard in placement.shards_of(idents[(model_id, c.task, c.split)]):
-                sub = Cell(c.weights, c.alpha, c.task, shard.name)
-                groups[(host, model_id, ZERO_SHOT if shared_zero else c.weights, c.alpha)].append(sub)
+                sub = Cell(c.weights, c.alpha, c.task, shard.name, c.schedule)
+                groups[(host, model_id, ZERO_SHOT if shared_zero else c.weights, c.alpha, c.schedule)].append(sub)
                 parent[(host, model_id, sub)] = (model_id, c)
-    order = sorted(groups, key=lambda k: (k[3] != 0.0, k[1], k[2], k[3], k[0]))
+    order = sorted(groups, key=lambda k: (k[3] != 0.0 or k[4] != "", k[1], k[2], k[3], k[4], k[0]))
     return [(k[0], k[1], groups[k]) for k in order], parent
 
 
@@ -225,7 +226,8 @@ class Rows:
     def add(self, host: int, model_id: str, rows: list[dict]) -> None:
         done = []
         for r in rows:
-            model_cell = self.parent[(host, model_id, Cell(r["weights"], r["alpha"], r["task"], r["split"]))]
+            model_cell = self.parent[(host, model_id, Cell(r["weights"], r["alpha"], r["task"], r["split"],
+                                                           r.get("schedule", "")))]
             acc = self.sums.setdefault(model_cell, {"correct": 0, "n": 0, "seconds": 0.0})
             acc["correct"] += r["correct"]
             acc["n"] += r["n"]
@@ -238,7 +240,7 @@ class Rows:
             m, c = model_cell
             s = self.sums.pop(model_cell)
             by_model[m].append({"weights": c.weights, "alpha": c.alpha, "task": c.task, "split": c.split,
-                                "accuracy": s["correct"] / max(1, s["n"]), **s})
+                                "schedule": c.schedule, "accuracy": s["correct"] / max(1, s["n"]), **s})
         for m, rows_ in by_model.items():
             self.on_rows(m, rows_)
 

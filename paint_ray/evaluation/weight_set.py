@@ -48,6 +48,7 @@ class WeightSet:
                    held.start_name, held.start_key)
 
 
-# (α, task, split) cells to evaluate per weight set
-Work = dict[WeightSet, list[tuple[float, str, str]]]
+# (α, task, split) cells to evaluate per weight set, or (α, task, split, schedule) with a per-block schedule's
+# key (weights/schedule.py; α is then the blocks' mean, for reading)
+Work = dict[WeightSet, list[tuple]]
 OnRows = Callable[[WeightSet, list[dict]], None]

@@ -37,3 +37,34 @@ def format_frontier(result) -> str:
     lines.append(f"rule: {sel.describe()}; rows in {cfg.out}/results; {t['total_s']:.0f} s "
                  f"(fine-tune {t.get('tune_s', 0):.0f} s, sweep {t.get('sweep_s', 0):.0f} s)")
     return "\n".join(lines)
+
+
+def format_schedules(table) -> str:
+    """Per-block schedules against the global α, one line per model, patch task and seed: test gain (and
+    drop) in points at each drop budget, chosen on validation, and the search's cost in cells."""
+    from ..results.robust import BUDGETS
+
+    def cell(r, kind: str, b: float) -> str:
+        g, d = r[f"{kind}gain_at_{b:g}"], r[f"{kind}drop_at_{b:g}"]
+        return "none" if g != g else f"{100 * g:+.1f} ({100 * d:.1f})"
+
+    head = ["model", "patch", "seed"]
+    for b in BUDGETS:
+        head += [f"≤{b:g}: global", f"≤{b:g}: schedule", f"≤{b:g}: Δ"]
+    head += ["cells", f"schedule at ≤{BUDGETS[0]:g}"]
+    rows = []
+    for _, r in table.iterrows():
+        line = [str(r["model"]), str(r["patch"]), str(r["seed"])]
+        for b in BUDGETS:
+            delta = r[f"schedule_gain_at_{b:g}"] - r[f"gain_at_{b:g}"]
+            line += [cell(r, "", b), cell(r, "schedule_", b), "" if delta != delta else f"{100 * delta:+.1f}"]
+        line += [str(int(r["schedule_cells"])), str(r.get(f"schedule_at_{BUDGETS[0]:g}", ""))]
+        rows.append(line)
+    widths = [max(len(h), *(len(x[i]) for x in rows)) for i, h in enumerate(head)]
+    kind = table["schedule_kind"].iloc[0]
+    searcher = table["schedule_searcher"].iloc[0]
+    out = [f"per-block schedules ({kind}, searched by {searcher}) against the global α: test gain (drop) in "
+           f"points at each drop budget, both chosen on validation; cells: the schedule search's own",
+           "  ".join(h.rjust(w) for h, w in zip(head, widths))]
+    out += ["  ".join(v.rjust(w) for v, w in zip(x, widths)) for x in rows]
+    return "\n".join(out)

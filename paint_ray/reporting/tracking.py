@@ -109,7 +109,10 @@ def log_study(result, uri: str, register: bool = False, identity: dict | None = 
     for pm in result.patched:
         key = digest([pm.weights.key, pm.patch, pm.mode, anchored(cfg.alphas), cfg.rule, cfg.max_drop,
                       cfg.supported, cfg.extra_tasks, identity or {}, RUN_FORMAT]
-                     + ([f"published-{published.VERSION}"] if published.covers(pm.model) else []))
+                     + ([f"published-{published.VERSION}"] if published.covers(pm.model) else [])
+                     # a schedule search shows (and logs as its model) other weights: its own run
+                     + ([["schedule", cfg.schedule, cfg.searcher, cfg.schedule_trials, cfg.schedule_batch]]
+                        if pm.schedule is not None else []))
         found = _existing_run(client, exp_id, key)
         if found is not None:
             run_ids[_run_label(pm)] = found.info.run_id
@@ -145,6 +148,13 @@ def _log_patched_run(client, exp_id: str, rid: str, pm, result) -> dict:
               "alpha_grid": ",".join(f"{a:g}" for a in table["alpha"]), "selection_rule": sel.describe(),
               "chosen_alpha": sel.alpha if sel.eligible else "none eligible", "trial": pm.trial, "seed": pm.seed,
               **{f"ft_{k}": v for k, v in pm.config.items() if k != "tune_path"}}
+    if pm.schedule is not None:           # the patched model is formed with the rule's schedule
+        sr, chosen = pm.schedule, pm.schedule.chosen
+        params.update(schedule_family=sr.kind, schedule_searcher=sr.searcher, schedule_trials=cfg.schedule_trials,
+                      schedule_batch=cfg.schedule_batch, schedule_rounds=sr.rounds,
+                      chosen_schedule=(chosen.blocks if chosen.schedule else f"global α = {chosen.alpha:g}")
+                      if chosen.eligible else "none eligible",
+                      schedule_key=chosen.schedule if chosen.eligible else "")
     model_id = None
     if sel.eligible:      # the LoggedModel first, so the summary metrics are logged linked to it
         model_id = client.create_logged_model(
@@ -162,6 +172,8 @@ def _log_patched_run(client, exp_id: str, rid: str, pm, result) -> dict:
                                              "supported_zero_shot", "supported_fine_tuned", "supported_patched",
                                              "gain", "drop", "cka", "weight_distance", *BUDGET_COLUMNS)}
         headline.update(chosen_alpha=sel.alpha, eligible=float(sel.eligible))
+        headline.update({k: v for k, v in summary.items() if k.startswith("schedule_")
+                         and isinstance(v, (int, float)) and not isinstance(v, bool)})
         # nan is what was not measured (no α chosen, no α within a budget): left out, not logged as a number
         metrics += [Metric(k, float(v), now, 0, model_id=model_id) for k, v in headline.items() if pd.notna(v)]
         client.log_batch(rid, metrics=metrics, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
@@ -170,6 +182,8 @@ def _log_patched_run(client, exp_id: str, rid: str, pm, result) -> dict:
         marks, published_note = _log_published(client, rid, pm, cfg.supported)   # nothing for uncovered models
         if pm.coefficient_table is not None:
             client.log_table(rid, pm.coefficient_table, "coefficients.json")
+        if pm.schedule is not None:     # every point the search evaluated, global α values included
+            client.log_table(rid, pm.schedule.table.drop(columns=["pareto"], errors="ignore"), "schedules.json")
         with tempfile.TemporaryDirectory() as tmp:
             png = frontier_plot(table, sel.alpha, f"{pm.model}: patch {pm.patch} vs {', '.join(cfg.supported)}",
                                 Path(tmp) / "frontier.png", split="test" if marks else "val", published=marks)
@@ -215,12 +229,16 @@ def _save_model(client, model_id: str, rid: str, pm, result, folder: Path) -> Pa
     tasks = [get_task(t, cfg.data_root) for t in cfg.eval_tasks(pm.patch)]
     loaded = result.models[pm.model]
     ws, storage = pm.weights, result.storage
+    schedule = None
+    if pm.schedule is not None and pm.schedule.chosen.eligible:
+        from ..weights.schedule import Schedule, parse_groups
+        schedule = Schedule(parse_groups(pm.schedule.chosen.point)[1:-1])
     return save_patched(loaded, load_tensors(fetch(ws.theta1, storage)), pm.selection.alpha,
                         load_tensors(fetch(ws.start, storage)) if ws.start else None,
                         {t.name: cached_head(loaded, t, "cpu", storage) for t in tasks},
                         {t.name: list(t.classnames) for t in tasks}, folder,
                         {"run_id": rid, "model_id": model_id, "patch": pm.patch, "model_spec": pm.model,
-                         "eval_precision": result.identity.get("precision", "fp32")})
+                         "eval_precision": result.identity.get("precision", "fp32")}, schedule=schedule)
 
 
 def _signature():
@@ -251,8 +269,14 @@ def _description(pm, summary: dict, rid: str, published_note: str = "") -> str:
         return (f"**PAINT**: {pm.model} on {pm.patch} ({pm.mode}): **none eligible**, no α keeps the supported "
                 f"drop within {pm.selection.max_drop:g} points on validation, so no model was chosen or logged.\n\n"
                 f"![accuracy frontier](get-artifact?path=frontier.png&run_uuid={rid})")
+    sched = ""
+    if pm.schedule is not None and pm.schedule.chosen.eligible and pm.schedule.chosen.schedule:
+        sched = (f"The logged model is formed with the per-block schedule {pm.schedule.chosen.blocks} (a "
+                 f"{pm.schedule.kind} schedule searched by {pm.schedule.searcher}, "
+                 f"{summary.get('schedule_cells', 0)} cells): patch gain {100 * summary['schedule_gain']:+.1f} "
+                 f"points, supported drop {100 * summary['schedule_drop']:.1f} points on test.\n\n")
     return (f"**PAINT**: {pm.model} patched on {pm.patch} ({pm.mode}) at α = {pm.selection.alpha:g} "
-            f"({pm.selection.describe()}).\n\n"
+            f"({pm.selection.describe()}).\n\n" + sched +
             f"Patch task {summary['patch_zero_shot']:.1%} → {summary['patch_patched']:.1%} "
             f"(gain {100 * summary['gain']:+.1f} points); supported {summary['supported_zero_shot']:.1%} → "
             f"{summary['supported_patched']:.1%} (drop {100 * summary['drop']:.1f} points), test accuracy.\n\n"

@@ -2,7 +2,8 @@
 
 `store` appends and reads rows keyed by content; `selection` builds a frontier table and chooses α by a
 rule; `robust` summarises frontiers so that they hold across seeds (gain at a drop budget, area, trends);
-`study` holds what a study produced (each patched model, the study result).
+`study` holds what a study produced (each patched model, the study result); `schedules` searches and chooses
+per-block coefficient schedules.
 
-May import: errors, identity, paths, storage, faults, models, evaluation, config
+May import: errors, identity, paths, storage, faults, models, weights, evaluation, config
 """

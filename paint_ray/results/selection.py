@@ -13,10 +13,12 @@ import pandas as pd
 RULES = ("mean", "max-drop")
 
 
-def frontier_table(rows: pd.DataFrame, patch: Sequence[str], supported: Sequence[str]) -> pd.DataFrame:
-    """One row per α: `{task}_{split}` accuracies, `patch_{split}` (mean over patch tasks) and
-    `supported_{split}` (mean over supported tasks), plus a `pareto` flag on validation points."""
-    wide = rows.pivot_table(index="alpha", columns=["eval_task", "split"], values="accuracy", aggfunc="mean")
+def frontier_table(rows: pd.DataFrame, patch: Sequence[str], supported: Sequence[str],
+                   index: str = "alpha") -> pd.DataFrame:
+    """One row per α (or per value of `index`: a schedule's key): `{task}_{split}` accuracies, `patch_{split}`
+    (mean over patch tasks) and `supported_{split}` (mean over supported tasks), plus a `pareto` flag on
+    validation points."""
+    wide = rows.pivot_table(index=index, columns=["eval_task", "split"], values="accuracy", aggfunc="mean")
     wide.columns = [f"{t}_{s}" for t, s in wide.columns]
     table = wide.sort_index().reset_index()
     for split in ("val", "test"):

@@ -1,8 +1,12 @@
 """The results record: a Parquet dataset of one row per evaluated cell, appended part by part.
 
 A row's key is content: the digest of the model's weights (θ0), the key of the weight set (θ1 and where
-α = 0 starts), α, the eval task's data-and-prompt digest, the split, the eval precision and device type,
-and the schema version. Names (study, model spec, task name, mode) ride along for reading, never for
+α = 0 starts), α, the per-block schedule ('' for the global α; else its group coefficients,
+weights/schedule.py), the eval task's data-and-prompt digest, the split, the eval precision and device
+type, and the schema version. The schedule is a key column of its own, beside α, rather than part of the
+weight set's key: the weight set is what an evaluator fetches and holds (one θ1 however many schedules it
+is evaluated under), the schedule like α is how that θ1 is interpolated. Parts written before the column
+existed hold global-α rows only and read as schedule ''. Names (study, model spec, task name, mode) ride along for reading, never for
 reuse. Each flush writes a new part file atomically (temp + fsync + rename), so a killed process loses
 only the cells it had not yet flushed, and a rerun reads the keys present and skips them.
 """
@@ -26,13 +30,14 @@ from ..paths import ensure_writable
 
 SCHEMA = pa.schema([
     ("schema", pa.string()), ("model_digest", pa.string()), ("weights", pa.string()), ("alpha", pa.float64()),
+    ("schedule", pa.string()),
     ("task_key", pa.string()), ("split", pa.string()), ("precision", pa.string()), ("device", pa.string()),
     # for reading: what the digests above were computed from, by name
     ("study", pa.string()), ("model", pa.string()), ("pretrained", pa.string()), ("patch_tasks", pa.string()),
     ("mode", pa.string()), ("trial", pa.string()), ("eval_task", pa.string()),
     ("accuracy", pa.float64()), ("n", pa.int64()), ("seconds", pa.float64()), ("created", pa.float64()),
 ])
-KEY = ["schema", "model_digest", "weights", "alpha", "task_key", "split", "precision", "device"]
+KEY = ["schema", "model_digest", "weights", "alpha", "schedule", "task_key", "split", "precision", "device"]
 
 
 def row_key(row: dict) -> tuple:
@@ -47,8 +52,10 @@ class ResultStore:
     def parts(self) -> list[Path]:
         return sorted(self.dir.glob("part-*.parquet"))
 
-    def read(self) -> pd.DataFrame:
-        """All rows of this schema (one per key: a duplicate from a crashed rerun keeps its first copy)."""
+    def read(self, schedules: bool = False) -> pd.DataFrame:
+        """All rows of this schema (one per key: a duplicate from a crashed rerun keeps its first copy): the
+        global-α rows, and with `schedules` the per-block schedule rows too (a reader of α frontiers never
+        sees a schedule row under its α)."""
         parts = self.parts()
         if not parts:
             return SCHEMA.empty_table().to_pandas()
@@ -59,6 +66,9 @@ class ResultStore:
         frame = table.to_pandas()
         frame = frame[frame["schema"] == SCHEMA_VERSION].sort_values("created", kind="stable")
         frame["alpha"] = frame["alpha"].round(6)
+        frame["schedule"] = frame["schedule"].fillna("")      # parts from before the column: global α
+        if not schedules:
+            frame = frame[frame["schedule"] == ""]
         return frame.drop_duplicates(KEY).reset_index(drop=True)
 
     def _read_part(self, path: Path) -> pa.Table | None:
@@ -66,6 +76,8 @@ class ResultStore:
         an older schema, with a one-line warning: its cells are then recomputed."""
         try:
             table = pq.read_table(path)
+            if "schedule" not in table.column_names:          # written before schedules: global α rows
+                table = table.append_column("schedule", pa.nulls(len(table), pa.string()))
             return table.select([f.name for f in SCHEMA]).cast(SCHEMA)
         except (pa.ArrowInvalid, pa.ArrowTypeError, KeyError, OSError) as e:
             aside = path.with_name(path.name + ".unreadable")
@@ -75,7 +87,7 @@ class ResultStore:
             return None
 
     def keys(self) -> set[tuple]:
-        frame = self.read()
+        frame = self.read(schedules=True)
         return {row_key(r) for r in frame[KEY].to_dict("records")}
 
     def append(self, rows: Iterable[dict]) -> int:
@@ -86,6 +98,7 @@ class ResultStore:
         rows = [{**{f.name: None for f in SCHEMA}, "schema": SCHEMA_VERSION, "created": now, **r} for r in rows]
         for r in rows:
             r["alpha"] = round(float(r["alpha"]), 6)
+            r["schedule"] = r["schedule"] or ""
         table = pa.Table.from_pylist([{f.name: r[f.name] for f in SCHEMA} for r in rows], schema=SCHEMA)
         name = f"part-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.parquet"
         tmp = self.dir / f".{name}.tmp"

@@ -10,6 +10,7 @@ from ..config import StudyConfig
 from ..evaluation.weight_set import WeightSet
 from ..models.registry import LoadedModel
 from .robust import budget_metrics
+from .schedules import ScheduleResult
 from .selection import Selection
 
 
@@ -30,6 +31,8 @@ class PatchedModel:
     # θ0's accuracies where the frontier's α = 0 is not θ0 (a sequential step starts from the model patched
     # so far): zero-shot figures, gains and drops are then measured from this row (selection.zero_shot_row)
     zero_shot: pd.Series | None = field(default=None, repr=False)
+    # per-block schedules searched for its weight set (--schedule): the pool, each target's choice, the cost
+    schedule: ScheduleResult | None = field(default=None, repr=False)
 
     @property
     def label(self) -> str:
@@ -62,6 +65,8 @@ class PatchedModel:
                "supported_patched": pa.supported_test,
                "gain": pa.patch_test - zs.patch_test, "drop": zs.supported_test - pa.supported_test,
                **budget_metrics(self.frontier, self.zero_shot), **self.drift}
+        if self.schedule is not None:
+            row.update(self.schedule.metrics(zs))
         for t in supported:
             row[f"{t}_patched"] = pa[f"{t}_test"]
         for t in extra:

@@ -19,9 +19,18 @@ def tensors_of(module: torch.nn.Module, names: Sequence[str]) -> list[torch.Tens
 
 @torch.no_grad()
 def interpolate_(target: list[torch.Tensor], theta0: list[torch.Tensor], theta1: list[torch.Tensor] | None,
-                 alpha: float) -> None:
-    """Set target := lerp(θ0, θ1, α) in place. α = 0 copies θ0 and α = 1 copies θ1 exactly."""
-    if theta1 is None or alpha == 0.0:
+                 alpha: float | Sequence[float]) -> None:
+    """Set target := lerp(θ0, θ1, α) in place. α = 0 copies θ0 and α = 1 copies θ1 exactly. `alpha` may be
+    one weight per tensor (a per-block schedule, weights/schedule.py): still one foreach launch, and lerp
+    is exact at 0 and 1, so a tensor at 0 or 1 is θ0's or θ1's bit for bit."""
+    if not isinstance(alpha, (int, float)):
+        weights = [float(a) for a in alpha]
+        if len(weights) != len(target):
+            raise ValueError(f"{len(weights)} interpolation weights for {len(target)} tensors")
+        torch._foreach_copy_(target, theta0)
+        if theta1 is not None and any(weights):
+            torch._foreach_lerp_(target, theta1, weights)
+    elif theta1 is None or alpha == 0.0:
         torch._foreach_copy_(target, theta0)
     elif alpha == 1.0:
         torch._foreach_copy_(target, theta1)

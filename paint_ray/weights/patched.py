@@ -21,6 +21,10 @@ if TYPE_CHECKING:
 
 from ..errors import PaintRayError
 from .interpolate import lerp_state, load_floating_state
+from .schedule import Schedule, schedule_state
+
+SCHEDULE_RULE = ("groups: embeddings (conv1, class/positional embeddings, ln_pre), blocks 0..L-1, head (ln_post, "
+                 "proj); the embeddings take block 0's coefficient, the head block L-1's")
 from ..models.checkpoints import CONFIG_NAME, load_tensors, save_model_dir, save_tensors
 
 HEADS_NAME = "heads.safetensors"
@@ -33,10 +37,11 @@ class PatchedBundle:
     tokenizer: object
     heads: dict[str, torch.Tensor]
     classnames: dict[str, list[str]]
-    alpha: float
+    alpha: float                     # nan when a per-block schedule formed it
     run_id: str = ""
     folder: Path | None = None
     precision: str = "fp32"          # the eval precision the study's rows were computed in
+    schedule: tuple[float, ...] | None = None    # per-block coefficients (weights/schedule.py), if any
 
     @torch.inference_mode()
     def logits(self, task: str, images_uint8: torch.Tensor, device: str | None = None,
@@ -80,14 +85,24 @@ class PatchedBundle:
 
 
 def save_patched(loaded, theta1: dict[str, torch.Tensor], alpha: float, start: dict[str, torch.Tensor] | None,
-                 heads: dict[str, torch.Tensor], classnames: dict[str, list[str]], path: Path, extra: dict) -> Path:
+                 heads: dict[str, torch.Tensor], classnames: dict[str, list[str]], path: Path, extra: dict,
+                 schedule: Schedule | None = None) -> Path:
     """θα = lerp(start or θ0, θ1, α) as an open_clip model folder at `path` (which may already hold other
-    files: the MLflow Model's), plus heads.safetensors. `extra` lands in the config's paint_ray section (an
-    `eval_precision` there is what `predict` uses, a `patch` the task a pyfunc request defaults to)."""
+    files: the MLflow Model's), plus heads.safetensors. With a per-block `schedule` the image tower is
+    formed by it instead (α is then null), and the config records its coefficients: the folder is still a
+    plain open_clip model. `extra` lands in the config's paint_ray section (an `eval_precision` there is
+    what `predict` uses, a `patch` the task a pyfunc request defaults to)."""
     model = copy.deepcopy(loaded.model)
     base = start if start is not None else {k: v for k, v in model.visual.state_dict().items() if k in theta1}
-    load_floating_state(model.visual, lerp_state(base, theta1, alpha), "patched weights")
-    save_model_dir(model, loaded.model_cfg, path, extra={"arch": loaded.arch, "alpha": alpha, **extra})
+    if schedule is not None and not schedule.uniform:
+        state = schedule_state(base, theta1, schedule)
+        section = {"alpha": None, "schedule": {"blocks": list(schedule.blocks), "groups": list(schedule.groups),
+                                               "key": schedule.key, "rule": SCHEDULE_RULE}}
+    else:
+        alpha = schedule.groups[0] if schedule is not None else alpha
+        state, section = lerp_state(base, theta1, alpha), {"alpha": alpha}
+    load_floating_state(model.visual, state, "patched weights")
+    save_model_dir(model, loaded.model_cfg, path, extra={"arch": loaded.arch, **section, **extra})
     save_tensors(heads, Path(path) / HEADS_NAME, metadata={"classnames": json.dumps(classnames)})
     return Path(path)
 
@@ -105,10 +120,12 @@ def read_patched(folder: Path, run_id: str = "") -> PatchedBundle:
             classnames = json.loads(f.metadata()["classnames"])
         section = json.loads((folder / CONFIG_NAME).read_text())["paint_ray"]
         alpha, precision = section["alpha"], section.get("eval_precision", "fp32")
+        schedule = tuple(float(c) for c in section["schedule"]["blocks"]) if section.get("schedule") else None
+        alpha = float("nan") if alpha is None else alpha
     except (KeyError, TypeError, json.JSONDecodeError) as e:
         raise PaintRayError(f"{folder} lacks paint_ray's metadata ({type(e).__name__}): not a patched model") from e
     return PatchedBundle(loaded.model, loaded.tokenizer, load_tensors(folder / HEADS_NAME), classnames,
-                         float(alpha), run_id, folder, precision)
+                         float(alpha), run_id, folder, precision, schedule)
 
 
 class PatchedPyfunc:
