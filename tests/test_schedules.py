@@ -263,3 +263,22 @@ def test_bad_schedule_options_are_one_line_before_any_work(args, needle, tmp_pat
     line = _one_line(capsys)
     assert needle in line, line
     assert not (tmp_path / "o" / "results").exists() and time.time() - start < 10
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_on_ray_the_evaluators_score_tunes_proposals_and_choose_what_the_local_search_chooses(ray_local, tmp_path):
+    from paint_ray.backends.local import LocalBackend
+    from paint_ray.pipeline import run_study
+    from paint_ray.results.store import ResultStore
+    here = run_study(_cfg(tmp_path / "local", schedule="linear"), LocalBackend("cpu")).patched[0]
+    there = run_study(_cfg(tmp_path / "ray", schedule="linear")).patched[0]      # Tune trial, evaluator actors
+    assert there.weights.key == here.weights.key
+    assert {k: c.point for k, c in there.schedule.choices.items()} == \
+        {k: c.point for k, c in here.schedule.choices.items()}
+    cols = ["alpha", "schedule", "eval_task", "split", "accuracy"]
+
+    def rows(out):
+        frame = ResultStore(out / "results").read(schedules=True)
+        return frame[frame.schedule != ""][cols].sort_values(cols[:4]).reset_index(drop=True)
+    pd.testing.assert_frame_equal(rows(tmp_path / "ray"), rows(tmp_path / "local"))

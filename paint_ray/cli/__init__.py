@@ -74,6 +74,9 @@ def _cmd_patch(args: argparse.Namespace) -> int:
     cfg.validate()                      # once, here, before anything loads
     result = run_study(cfg, LocalBackend(args.device, cfg.data_root, cfg.eval_memory))
     print(json.dumps(patch_summary(result)) if args.json else format_frontier(result))
+    if result.patched[0].schedule is not None and not args.json:
+        from ..reporting.text import format_schedules
+        print("\n" + format_schedules(result.table()))
     return 0
 
 
@@ -81,7 +84,9 @@ def _cmd_load(args: argparse.Namespace) -> int:
     from ..reporting.tracking import load_patched
     bundle = load_patched(args.run_id, args.tracking_uri, args.out)
     folder = getattr(bundle, "folder", None)
-    print(f"patched model of run {bundle.run_id} at alpha={bundle.alpha:g}; heads: {', '.join(bundle.heads)}")
+    at = f"alpha={bundle.alpha:g}" if bundle.schedule is None else \
+        "the per-block schedule " + ",".join(f"{c:g}" for c in bundle.schedule)
+    print(f"patched model of run {bundle.run_id} at {at}; heads: {', '.join(bundle.heads)}")
     if folder:
         print(f"open_clip folder: {folder}  (open_clip.create_model('local-dir:{folder}'))")
     if args.evaluate:

@@ -21,7 +21,7 @@ class TuneSearcher:
     def __init__(self, name: str, names: Sequence[str], seed: int, warm: Sequence[tuple[dict, float]] = ()):
         warm = list(warm)
         self.search = OptunaSearch(space=distributions(names), metric=METRIC, mode="max",
-                                   sampler=sampler(name, seed, len(names)),
+                                   sampler=sampler(name, seed, len(names), len(warm)),
                                    points_to_evaluate=[dict(p) for p, _ in warm] or None,
                                    evaluated_rewards=[float(v) for _, v in warm] or None)
         self.count = 0

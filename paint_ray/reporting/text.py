@@ -12,7 +12,14 @@ def patch_summary(result) -> dict:
         tasks[name] = {"role": "patch" if name == pm.patch else "supported",
                        "zero_shot": float(by_alpha.loc[0.0, col]), "fine_tuned": float(by_alpha.loc[1.0, col]),
                        "patched": float(by_alpha.loc[pm.selection.alpha, col])}
-    return {"alpha": pm.selection.alpha, "rule": pm.selection.describe(), "tasks": tasks}
+    out = {"alpha": pm.selection.alpha, "rule": pm.selection.describe(), "tasks": tasks}
+    if pm.schedule is not None:       # per-block schedules: what each target chose, with test figures
+        metrics = pm.schedule.metrics(pm.zero_shot_point())
+        out["schedule"] = {"family": pm.schedule.kind, "searcher": pm.schedule.searcher,
+                           "choices": {k: c.blocks if c.eligible else None for k, c in pm.schedule.choices.items()},
+                           **{k: float(v) for k, v in metrics.items() if k.startswith(("schedule_gain", "schedule_drop"))},
+                           "cells": int(metrics["schedule_cells"])}
+    return out
 
 
 def format_frontier(result) -> str:

@@ -107,11 +107,13 @@ class Searcher(Protocol):
     def observe(self, scores: list[float]) -> None: ...       # for the last suggestions, in their order
 
 
-def sampler(name: str, seed: int, n_params: int):
+def sampler(name: str, seed: int, n_params: int, n_warm: int = 0):
     """The Optuna sampler a searcher name stands for.
 
     tpe: multivariate TPE with the constant liar, so that a round's proposals spread out instead of
-    repeating each other while their scores are pending; random: uniform draws, the control."""
+    repeating each other while their scores are pending; its first max(4, parameters) proposals after the
+    `n_warm` seeded points are uniform draws (the seeded global α points all lie on the diagonal, and a
+    density fitted to them alone would hardly leave it); random: uniform draws, the control."""
     import optuna
     if name not in SEARCHERS:
         raise unknown("searcher", name, SEARCHERS)
@@ -121,7 +123,7 @@ def sampler(name: str, seed: int, n_params: int):
     with warnings.catch_warnings():          # multivariate and constant_liar are marked experimental
         warnings.simplefilter("ignore")
         return optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True,
-                                          n_startup_trials=max(4, 2 * n_params))
+                                          n_startup_trials=n_warm + max(4, n_params))
 
 
 def distributions(names: Sequence[str]) -> dict:
@@ -135,8 +137,9 @@ class OptunaSearcher:
 
     def __init__(self, name: str, names: Sequence[str], seed: int, warm: Sequence[tuple[dict, float]] = ()):
         import optuna
+        warm = list(warm)
         self.dists = distributions(names)
-        self.study = optuna.create_study(direction="maximize", sampler=sampler(name, seed, len(names)))
+        self.study = optuna.create_study(direction="maximize", sampler=sampler(name, seed, len(names), len(warm)))
         for params, value in warm:
             self.study.add_trial(optuna.trial.create_trial(params=dict(params), distributions=self.dists,
                                                            value=float(value)))
