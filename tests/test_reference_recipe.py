@@ -64,9 +64,10 @@ def test_crop_params_follow_the_scale_and_ratio_bounds():
 
 # ---------------------------------------------------------------- the resampling: torchvision's resized_crop
 def test_device_crop_equals_torchvisions_resized_crop():
-    """Same image, same box: equal to torchvision's resized_crop on a float tensor (what it runs on GPUs)
-    exactly after rounding; within max 8 / mean 0.5 grey levels of its uint8 CPU path and of PIL (the
-    reference's path), which use PIL's fixed-point bicubic."""
+    """Same image, same box: torchvision's resized_crop on a float tensor (what it runs on GPUs) up to float
+    rounding (our exact filter-tap matrices sum in another order: at most one grey level, in well under 0.1%
+    of the pixels); within max 8 / mean 0.5 grey levels of its uint8 CPU path and of PIL (the reference's
+    path), which use PIL's fixed-point bicubic. The batched path is the per-image one exactly."""
     img = photo()
     t = torch.from_numpy(img).permute(2, 0, 1).contiguous()
     gen = torch.Generator().manual_seed(1)
@@ -75,7 +76,8 @@ def test_device_crop_equals_torchvisions_resized_crop():
         ours = resized_crop(t, box, 224)
         on_float = F2.resized_crop(t.float(), *box, size=[224, 224], interpolation=InterpolationMode.BICUBIC,
                                    antialias=True).round().clamp(0, 255)
-        assert torch.equal(ours, on_float), box
+        off = (ours - on_float).abs()
+        assert off.max() <= 1 and (off > 0).float().mean() < 1e-3, (box, float(off.max()), int((off > 0).sum()))
         for other in (F2.resized_crop(t, *box, size=[224, 224], interpolation=InterpolationMode.BICUBIC,
                                       antialias=True).float(),
                       torch.from_numpy(np.array(F1.resized_crop(Image.fromarray(img), *box, [224, 224],
@@ -130,8 +132,7 @@ def test_shuffled_epochs_visit_every_example_once_per_epoch(tiny):
     per_epoch = math.ceil(n / 300)
     seen = []
     for step in range(2 * per_epoch):
-        tuner.step = step
-        [(_, idx)] = tuner._shuffled()
+        [(_, idx)] = tuner._shuffled(step)
         seen.append(idx)
     first, second = torch.cat(seen[:per_epoch]), torch.cat(seen[per_epoch:])
     assert sorted(first.tolist()) == list(range(n)) == sorted(second.tolist())
@@ -163,15 +164,16 @@ def test_embedded_recipe_content_is_unchanged_and_new_settings_change_the_key():
                                           "warmup_steps": 20, "label_smoothing": 0.0, "grad_clip": 1.0,
                                           "augment_shift": 3, "seed": 0}
     keys = {FinetuneJob(ref, ("digits",), ("k1",), FinetuneConfig(**change)).key
-            for change in ({}, {"precision": "bf16"}, {"augment": "rrc"}, {"order": "epochs"}, {"epochs": 3.0})}
-    assert len(keys) == 5
+            for change in ({}, {"precision": "bf16"}, {"precision": "tf32"}, {"augment": "rrc"}, {"order": "epochs"},
+                           {"epochs": 3.0})}
+    assert len(keys) == 6
     rrc = FinetuneConfig(augment="rrc", augment_shift=7)
     assert rrc.as_dict()["augment_shift"] == 0
     assert rrc.as_dict() == FinetuneConfig(augment="rrc", augment_shift=0).as_dict()
 
 
 @pytest.mark.parametrize("field, value, says", [
-    ("precision", "fp16", "--finetune-precision 'fp16' is not valid; give one of: fp32, bf16"),
+    ("precision", "fp16", "--finetune-precision 'fp16' is not valid; give one of: fp32, tf32, bf16"),
     ("augment", "crop", "--augment 'crop' is not valid; give one of: shift, rrc"),
     ("order", 3, "--order 3 is not valid; give one of: replacement, epochs"),
     ("epochs", -1.0, "epochs -1.0 is out of range"),
@@ -214,4 +216,4 @@ def test_a_bad_precision_on_the_study_command_line_is_one_line(tmp_path, capsys)
                             "search_space": {"lr": [3e-4], "steps": [200]}}}
     assert main_for("scaling", presets, argv=["--out", str(tmp_path), "--local", "--finetune-precision", "fp16"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == "paint-ray: error: --finetune-precision 'fp16' is not valid; give one of: fp32, bf16"
+    assert err == "paint-ray: error: --finetune-precision 'fp16' is not valid; give one of: fp32, tf32, bf16"

@@ -108,7 +108,7 @@ def test_bad_seeds_flag_and_multitask_with_two_seeds_refused(tmp_path, capsys):
                                 search_space={"lr": [3e-3], "steps": [6]})}
     with pytest.raises(SystemExit):
         main_for("seeds", presets, argv=["--out", str(tmp_path / "o"), "--seeds", "zero"])
-    assert "'zero' is not a comma list of integer seeds" in capsys.readouterr().err
+    assert "--seeds/--seed: 'zero' is not a comma list of integers, e.g. 0,1" in capsys.readouterr().err
     import importlib.util
     from pathlib import Path
     spec = importlib.util.spec_from_file_location("mt", Path(__file__).parents[1] / "experiments" / "multitask.py")

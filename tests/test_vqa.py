@@ -19,7 +19,6 @@ from paint_ray.tasks.answer_groups import cross_entropy, restrict
 from paint_ray.errors import PaintRayError
 from paint_ray.evaluation.evaluator import ZERO_SHOT, Cell, Evaluator
 from paint_ray.caches.eval import task_key
-from paint_ray.identity import digest
 from paint_ray.tasks import get_task
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -84,7 +83,8 @@ def test_evaluator_and_finetuning_score_within_groups_and_ordinary_tasks_are_una
     cfg = FinetuneConfig(steps=2, warmup_steps=1, batch_size=16, augment_shift=0)
     grouped = Finetuner(copy.deepcopy(tiny.model.visual), head, data, cfg, groups=pairs)
     ordinary = Finetuner(copy.deepcopy(tiny.model.visual), head, data, cfg)
-    x, routes, y = grouped._batch()
+    batch = grouped._next()
+    x, routes, y = grouped._input(batch), batch.routes, batch.labels
     with torch.no_grad():
         feats = torch.nn.functional.normalize(grouped.visual(x).float(), dim=-1)
         assert grouped.loss(x, routes, y).item() == pytest.approx(
@@ -93,13 +93,24 @@ def test_evaluator_and_finetuning_score_within_groups_and_ordinary_tasks_are_una
             torch.nn.functional.cross_entropy(feats @ head.T, y).item(), rel=1e-5)
 
 
-def test_task_key_changes_with_the_groups_and_ordinary_keys_stay_as_they_were():
+def test_task_key_changes_with_the_groups_data_and_prompts_and_never_with_the_name():
     task = get_task("colors")
     assert task.answer_groups is None
-    assert task_key(task) == digest([task.name, task.fingerprint, list(task.classnames), list(task.templates)])
     vqa = get_task("vqa")
     assert task_key(vqa) != task_key(dataclasses.replace(vqa, answer_groups=(0,) * len(vqa.classnames)))
     assert task_key(vqa) != task_key(dataclasses.replace(vqa, answer_groups=None))
+    # the key is content: the data, how it is prepared, the prompts; a task's name is only its label
+    assert task_key(dataclasses.replace(task, name="colours")) == task_key(task)
+    for change in ({"fingerprint": task.fingerprint + "-other"}, {"templates": ("a {}.",)},
+                   {"classnames": task.classnames[::-1]}):
+        assert task_key(dataclasses.replace(task, **change)) != task_key(task), change
+    from paint_ray.caches import eval as eval_cache
+    before = task_key(task)
+    with pytest.MonkeyPatch.context() as mp:                          # the eval data prepared another way
+        mp.setattr(eval_cache, "PREPARATION", eval_cache.PREPARATION + "-other")
+        assert task_key(task) != before
+    # the embedded world's fingerprints name their generator's task: two generated tasks never share data
+    assert task.fingerprint != get_task("shapes").fingerprint
 
 
 # ---- the embedded world's questions ------------------------------------------------------------------------
