@@ -1,20 +1,18 @@
 """The case-study scripts end to end on the tiny model: each runs its study and its own report."""
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pandas as pd
-from conftest import TINY
+import pytest
+from conftest import TINY, load_script
 
-ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
 QUICK = ["--models", TINY, "--steps", "3", "--warmup-steps", "1", "--alphas", "0,1", "--no-mlflow", "--quiet"]
 
 
 def _run(study: str, out: Path, capsys, *extra: str) -> str:
-    spec = importlib.util.spec_from_file_location(study, ROOT / "experiments" / f"{study}.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script(study)
     from paint_ray.cli.study import main_for
     assert main_for(study, script.PRESETS, script.__doc__, [*QUICK, *extra, "--out", str(out)], script.report) == 0
     return capsys.readouterr().out

@@ -14,18 +14,16 @@ import pytest
 import torch
 
 import paper_fixtures as pf
-from conftest import TINY
+from conftest import TINY, make_study_config
 
 RECIPE = {"lr": [3e-3], "steps": [4], "batch_size": [16], "warmup_steps": [1]}
 
 
 def _study(out, model=TINY, patch="colors", supported=("shapes",), data_root=None):
     from paint_ray.backends.local import LocalBackend
-    from paint_ray.config import StudyConfig
     from paint_ray.pipeline import run_study
-    cfg = StudyConfig(name="identity", models=[model], patch_tasks=[patch], supported=list(supported),
-                      alphas=[0.0, 0.5, 1.0], out=str(out), search_space=RECIPE, data_root=data_root,
-                      mlflow=False, progress=False)
+    cfg = make_study_config(out, name="identity", models=[model], patch_tasks=[patch], supported=list(supported),
+                            search_space=RECIPE, data_root=data_root)
     return run_study(cfg, LocalBackend("cpu", data_root))
 
 

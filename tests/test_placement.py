@@ -152,11 +152,8 @@ def test_plan_for_the_paper_preset_on_cluster_yaml(capsys):
 
 
 def _scaling_presets():
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("scaling", ROOT / "experiments" / "scaling.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.PRESETS
+    from conftest import load_script
+    return load_script("scaling").PRESETS
 
 
 @pytest.mark.parametrize("value,message", [

@@ -3,9 +3,7 @@ epochs, per-task epochs, the precision option, and embedded θ1 keys left as the
 from __future__ import annotations
 
 import copy
-import importlib.util
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,7 +24,6 @@ from paint_ray.training.recipe import PAPER_EPOCHS, PAPER_SEARCH_SPACE, resolve,
 from paint_ray.tasks import get_task
 from paint_ray.caches.train import entry_dir, full_view, full_view_side, train_split
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def photo(h: int = 300, w: int = 400, seed: int = 0) -> np.ndarray:
@@ -197,9 +194,8 @@ def test_per_task_epochs_convert_to_steps_and_steps_override(tmp_path):
     assert resolve(paper, "kitti_distance", 5_000, PAPER_EPOCHS) == paper          # none listed: 2,000 steps
     with pytest.raises(PaintRayError, match="mnist: 5 epochs of 45 training images at batch 128 are 5 steps"):
         resolve(paper, "mnist", 45, PAPER_EPOCHS)
-    spec = importlib.util.spec_from_file_location("scaling_preset", ROOT / "experiments" / "scaling.py")
-    scaling = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(scaling)
+    from conftest import load_script
+    scaling = load_script("scaling")
     from paint_ray.cli.study import build_parser, config_from_args
     args = ["--preset", "paper", "--out", str(tmp_path)]
     cfg = config_from_args("scaling", scaling.PRESETS, build_parser("scaling", scaling.PRESETS, None).parse_args(args))

@@ -71,11 +71,9 @@ def test_trends_count_the_seeds_they_hold_in():
 
 @pytest.mark.parametrize("seeds, message", [([], "--seeds is empty"), ([0, 0], "lists a seed twice"),
                                             ([-1], "seed -1 is not a fine-tuning seed; give an integer from 0")])
-def test_bad_seeds_are_one_line_errors(seeds, message, tmp_path):
-    from paint_ray.config import StudyConfig
+def test_bad_seeds_are_one_line_errors(seeds, message, tmp_path, study_config):
     from paint_ray.errors import PaintRayError
-    cfg = StudyConfig(name="s", models=[TINY], patch_tasks=["colors"], supported=["shapes"], alphas=[0.5],
-                      out=str(tmp_path / "o"), seeds=seeds)
+    cfg = study_config(tmp_path / "o", name="s", alphas=[0.5], seeds=seeds)
     with pytest.raises(PaintRayError, match=message):
         cfg.validate()
 
@@ -109,11 +107,8 @@ def test_bad_seeds_flag_and_multitask_with_two_seeds_refused(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main_for("seeds", presets, argv=["--out", str(tmp_path / "o"), "--seeds", "zero"])
     assert "--seeds/--seed: 'zero' is not a comma list of integers, e.g. 0,1" in capsys.readouterr().err
-    import importlib.util
-    from pathlib import Path
-    spec = importlib.util.spec_from_file_location("mt", Path(__file__).parents[1] / "experiments" / "multitask.py")
-    mt = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mt)
+    from conftest import load_script
+    mt = load_script("multitask")
     assert mt.main(["--models", TINY, "--seeds", "0,1", "--out", str(tmp_path / "m"), "--local"]) != 0
     assert "one fine-tuning seed at a time" in capsys.readouterr().err
     assert not (tmp_path / "m").exists()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import importlib.util
 import json
 from pathlib import Path
 
@@ -21,7 +20,6 @@ from paint_ray.evaluation.evaluator import ZERO_SHOT, Cell, Evaluator
 from paint_ray.caches.eval import task_key
 from paint_ray.tasks import get_task
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 # ---- the restriction ---------------------------------------------------------------------------------------
@@ -269,10 +267,8 @@ def test_vqav2_bad_input_is_one_line_naming_what_is_missing_and_what_is_expected
 # ---- experiments/vqa.py end to end -------------------------------------------------------------------------
 
 def _script():
-    spec = importlib.util.spec_from_file_location("vqa_script", ROOT / "experiments" / "vqa.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    return script
+    from conftest import load_script
+    return load_script("vqa")
 
 
 QUICK = ["--local", "--models", TINY, "--steps", "3", "--warmup-steps", "1", "--alphas", "0,1", "--no-mlflow",
