@@ -62,6 +62,7 @@ def _rewrite_mnist(root) -> None:
         labels.write_bytes(ys[:8] + bytes((y + 3) % 10 for y in ys[8:]))
 
 
+@pytest.mark.slow
 def test_data_changed_under_the_same_root_is_recomputed(tiny, tmp_path):
     root, out = tmp_path / "data", tmp_path / "out"
     pf.write_mnist(root)
@@ -81,6 +82,7 @@ def test_data_changed_under_the_same_root_is_recomputed(tiny, tmp_path):
     assert len(zero_colors) == 2                                       # val and test, once
 
 
+@pytest.mark.slow
 def test_checkpoint_overwritten_in_place_is_a_new_model(tiny, tmp_path):
     from paint_ray.models.checkpoints import save_tensors
     path = tmp_path / "w.safetensors"
@@ -98,6 +100,7 @@ def test_checkpoint_overwritten_in_place_is_a_new_model(tiny, tmp_path):
     assert not _frontier(rerun).equals(_frontier(before))
 
 
+@pytest.mark.slow
 def test_precision_switch_is_recomputed_not_reused(tiny, tmp_path, monkeypatch):
     out = tmp_path / "out"
     monkeypatch.setenv("PAINT_RAY_EVAL_PRECISION", "fp32")
@@ -114,6 +117,7 @@ def test_precision_switch_is_recomputed_not_reused(tiny, tmp_path, monkeypatch):
     assert rerun.patched[0].weights.theta1 == fp32.patched[0].weights.theta1
 
 
+@pytest.mark.slow
 def test_same_inputs_reuse_everything(tiny, tmp_path):
     out = tmp_path / "out"
     first = _study(out)

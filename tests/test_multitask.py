@@ -112,11 +112,13 @@ def test_three_modes_end_to_end_sequential_starts_from_patched_step1(ray_local, 
 
 
 @pytest.mark.slow
-def test_per_task_coefficients_search_and_given_coefficients_log_to_mlflow(ray_local, tmp_path, study_config):
+def test_per_task_coefficients_search_and_given_coefficients_log_to_mlflow(tiny, tmp_path, study_config):
+    """In process (the local backend): the coefficient search is the pipeline's, whichever backend runs it."""
+    from paint_ray.backends.local import LocalBackend
     from paint_ray.multitask import MultitaskConfig, run_multitask
     cfg = study_config(tmp_path, name="mt-per-task", patch_tasks=["colors", "counting"], mlflow=True)
     result, table = run_multitask(MultitaskConfig(cfg, modes=["parallel"], combiner="task_arithmetic",
-                                                  per_task=True))
+                                                  per_task=True), LocalBackend("cpu"))
     merged = next(pm for pm in result.patched if pm.mode == "parallel")
     assert len(merged.coefficient_table) == 4                 # (0.5, 1.0) for each of the two tasks
     assert set(merged.frontier["alpha"]) == {0.0, 1.0}        # zero-shot next to the chosen merge
@@ -132,7 +134,7 @@ def test_per_task_coefficients_search_and_given_coefficients_log_to_mlflow(ray_l
     assert table["mode"].tolist() == ["specialised", "parallel (task_arithmetic)"]
 
     given, given_table = run_multitask(MultitaskConfig(cfg, modes=["parallel"], combiner="task_arithmetic",
-                                                       per_task=True, coefficients=[0.5, -1.0]))
+                                                       per_task=True, coefficients=[0.5, -1.0]), LocalBackend("cpu"))
     only = next(pm for pm in given.patched if pm.mode == "parallel")
     assert len(only.coefficient_table) == 1 and only.config["coefficients"] == "0.5,-1"   # negation allowed
     assert given_table["coefficients"].tolist()[1:] == ["0.5,-1"]

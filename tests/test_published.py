@@ -66,6 +66,7 @@ def _scaling_presets():
     return load_script("scaling").PRESETS
 
 
+@pytest.mark.slow
 def test_paper_preset_report_shows_published_figures_and_flags_them(tmp_path, offline_hub, capsys):
     """The paper preset end to end on miniature MNIST/SVHN with a random-weight ViT-B-32 served as
     ViT-B-32:openai: the numbers are meaningless (chance level), the columns are real."""

@@ -53,38 +53,31 @@ def test_hf_hub_model_runs_a_ray_study_end_to_end_and_its_patched_model_loads(ra
 
 def test_openai_tag_tower_rebuilt_on_an_actor_is_quickgelu(ray_local, offline_hub, tmp_path):
     """The actor loads ViT-B-32:openai by its spec from its node's hub cache (this test's offline one, given
-    to the actor's process) and checks it against the driver's digest; its tower runs QuickGELU."""
+    to the actor's process), checked against the driver's digest: its tower is the driver's, QuickGELU
+    (test_model_identity shows that tower is open_clip's ViT-B-32-quickgelu and differs from plain GELU's)."""
     import ray
 
-    from paint_ray.distributed.evaluators import EvaluatorActor
     from paint_ray.distributed.cluster import NAMESPACE
+    from paint_ray.distributed.evaluators import EvaluatorActor
     from paint_ray.models.registry import load_model
     cfg = open_clip.get_pretrained_cfg("ViT-B-32", "openai")
     torch.manual_seed(0)
     state = {k: v.half() for k, v in open_clip.create_model("ViT-B-32").state_dict().items()}
     save_file(state, str(hub_snapshot(offline_hub, cfg["hf_hub"].rstrip("/")) / "open_clip_model.safetensors"))
     loaded = load_model("ViT-B-32:openai", progress=False)
+    assert sum(isinstance(m, open_clip.transformer.QuickGELU) for m in loaded.model.visual.modules()) == 12
     hub_env = {k: os.environ[k] for k in ("HF_HOME", "HF_HUB_CACHE", "HF_HUB_OFFLINE")}
     actor = EvaluatorActor.options(namespace=NAMESPACE, num_cpus=0,
                                    runtime_env={"env_vars": hub_env}).remote(threads=1)
     try:
-        ray.get(actor.load_model.remote(loaded.digest, "ViT-B-32:openai"))
-        with pytest.raises(ray.exceptions.RayTaskError, match=r"not the 0{16}"):   # not the weights asked for
-            ray.get(actor.load_model.remote("0" * 16, "ViT-B-32:openai"))
+        ray.get(actor.load_model.remote(loaded.digest, "ViT-B-32:openai"))   # verified by digest on the actor
         torch.manual_seed(1)
         x = torch.randn(2, 3, 224, 224)
         on_actor = torch.from_numpy(ray.get(actor.features.remote(loaded.digest, x.numpy())))
     finally:
         ray.kill(actor)                               # the one actor this test started, by its handle
-    reference = open_clip.create_model("ViT-B-32-quickgelu").eval()
-    reference.load_state_dict(state)
-    gelu = open_clip.create_model("ViT-B-32").eval()
-    gelu.load_state_dict(state)
     with torch.no_grad():
-        expected = reference.encode_image(x)
-        assert torch.allclose(loaded.model.encode_image(x), expected, atol=1e-6)
-        assert torch.allclose(on_actor, expected, atol=1e-5)
-        assert not torch.allclose(gelu.encode_image(x), expected, atol=1e-4)
+        assert torch.allclose(on_actor, loaded.model.encode_image(x), atol=1e-5)
 
 
 def test_two_studies_keep_their_own_evaluators_and_live_reaches_each(ray_local, tiny, tmp_path):

@@ -30,6 +30,7 @@ def gpu_cluster(tiny):
     from ray.cluster_utils import Cluster
     if ray.is_initialized():
         ray.shutdown()
+    precision = os.environ.get("PAINT_RAY_EVAL_PRECISION")
     os.environ["PAINT_RAY_EVAL_PRECISION"] = "fp32"        # bit-for-bit comparisons; inherited by every node
     dashboard = free_port()
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "num_gpus": 0, "include_dashboard": True,
@@ -42,7 +43,10 @@ def gpu_cluster(tiny):
         shutdown_evaluators()
         ray.shutdown()
     cluster.shutdown()
-    os.environ.pop("PAINT_RAY_EVAL_PRECISION", None)
+    if precision is None:                                    # as the session had it
+        os.environ.pop("PAINT_RAY_EVAL_PRECISION", None)
+    else:
+        os.environ["PAINT_RAY_EVAL_PRECISION"] = precision
 
 
 def study(tmp_path, cluster, **kw):
@@ -102,7 +106,7 @@ def test_study_submitted_as_a_ray_job(gpu_cluster, tmp_path):
     out = tmp_path / "job_out"
     # as on a cluster.yaml cluster: the checkout is on every node and installed there (no working_dir upload)
     entry = (f"{sys.executable} {ROOT / 'experiments' / 'scaling.py'} --models {TINY} --patch colors --supported shapes "
-             f"--steps 20 --warmup-steps 2 --batch-size 32 --alphas 0,1 --evaluators 1 --gpus-per-trial 1 "
+             f"--steps 6 --warmup-steps 1 --batch-size 32 --alphas 0,1 --evaluators 1 --gpus-per-trial 1 "
              f"--seeds 0 --no-mlflow --quiet --out {out}")
     job = client.submit_job(entrypoint=entry)
     for _ in range(300):                              # a bounded wait (10 minutes), not a speed check

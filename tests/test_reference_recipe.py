@@ -137,6 +137,7 @@ def test_shuffled_epochs_visit_every_example_once_per_epoch(tiny):
     assert len(seen[per_epoch - 1]) == n - 300 * (per_epoch - 1)   # the last batch is partial
 
 
+@pytest.mark.slow
 def test_reference_recipe_resumes_from_a_checkpoint_identically(tiny):
     a = _tuner(tiny, augment="rrc", order="epochs").run()
     b = _tuner(tiny, augment="rrc", order="epochs").run(until=2)

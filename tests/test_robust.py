@@ -78,6 +78,7 @@ def test_bad_seeds_are_one_line_errors(seeds, message, tmp_path, study_config):
         cfg.validate()
 
 
+@pytest.mark.slow
 def test_seeds_are_patched_and_reported_one_by_one(tiny, tmp_path, capsys):
     """--seeds 0,1 through the study command line (--local): two rows per model and patch task, each its own
     trial, the summary across seeds printed and saved, the plot written."""

@@ -275,6 +275,7 @@ QUICK = ["--local", "--models", TINY, "--steps", "3", "--warmup-steps", "1", "--
          "--quiet"]
 
 
+@pytest.mark.slow
 def test_vqa_script_runs_locally_and_scores_within_each_question(tiny, tmp_path, capsys, monkeypatch):
     from paint_ray.caches.heads import cached_head
     from paint_ray.cli.study import main_for
@@ -301,6 +302,7 @@ def test_vqa_script_runs_locally_and_scores_within_each_question(tiny, tmp_path,
     assert zero == pytest.approx(grouped) and grouped != pytest.approx(accuracy(tiny.model.visual, head, test))
 
 
+@pytest.mark.slow
 def test_vqa_script_paper_preset_reads_a_vqa_v2_miniature(tiny, tmp_path, capsys):
     from paint_ray.cli.study import main_for
     script = _script()
