@@ -149,8 +149,23 @@ def hub_snapshot(hub: Path, repo: str) -> Path:
     return snapshot
 
 
+def run_process(cmd: Sequence[str], env: dict | None = None, timeout: float = 600, **kw) -> subprocess.CompletedProcess:
+    """Run `cmd` as its own process group (session), output captured. If it outlives `timeout`, that group
+    (the process this test started and whatever it started, a Ray cluster of its own included) is killed
+    by its id and the test fails; nothing else on the machine is touched."""
+    import signal
+    proc = subprocess.Popen(list(cmd), env={**os.environ, **(env or {})}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True, **kw)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"{' '.join(map(str, cmd))[:200]} ran past {timeout:g} s: {err[-2000:]}")
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
 def run_cli(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run `python -m paint_ray ARGS` as a user would, in a subprocess (the suite keeps one such run per
     entry point; everything else calls `paint_ray.cli.main` in process through `run_main`)."""
-    return subprocess.run([sys.executable, "-m", "paint_ray", *args], capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, **(env or {})})
+    return run_process([sys.executable, "-m", "paint_ray", *args], env, timeout)

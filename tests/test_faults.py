@@ -7,8 +7,6 @@ de-duplication), so a cell evaluated twice would show up twice. Crashes are dete
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -17,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from conftest import TINY, make_study_config, one_line_error, raw_rows, run_main
+from conftest import TINY, make_study_config, one_line_error, raw_rows, run_main, run_process
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -88,10 +86,8 @@ def test_trial_killed_mid_training_resumes_from_its_last_checkpoint(tmp_path):
     set before the study's own Ray cluster starts its workers); Tune retries it from that checkpoint."""
     from paint_ray.models.checkpoints import load_tensors
     faults = tmp_path / "faults"
-    env = {**os.environ, "RAY_ADDRESS": "local", "PAINT_RAY_FAULT": "trial-exit-after-checkpoint",
-           "PAINT_RAY_FAULT_DIR": str(faults)}
-    run = subprocess.run([sys.executable, "-c", TRIAL_DRIVER, TINY, str(tmp_path / "out")], env=env,
-                         capture_output=True, text=True, timeout=600, cwd=ROOT)
+    env = {"RAY_ADDRESS": "local", "PAINT_RAY_FAULT": "trial-exit-after-checkpoint", "PAINT_RAY_FAULT_DIR": str(faults)}
+    run = run_process([sys.executable, "-c", TRIAL_DRIVER, TINY, str(tmp_path / "out")], env, cwd=ROOT)
     assert run.returncode == 0, run.stderr[-3000:]
     [trial] = json.loads(run.stdout.strip().splitlines()[-1])
     assert [m.name for m in faults.iterdir()] == [f"trial-exit-after-checkpoint-{trial['key']}"]   # it fired

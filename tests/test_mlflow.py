@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import RECIPE, TINY, make_study_config, one_line_error, run_main
+from conftest import RECIPE, TINY, make_study_config, one_line_error, run_main, run_process
 
 LR_GRID = {**RECIPE, "lr": [3e-3, 1e-3]}
 
@@ -39,21 +40,29 @@ def mlflow_server(tmp_path_factory):
     proc = subprocess.Popen([str(mlflow_bin), "server", "--backend-store-uri", f"sqlite:///{root}/mlflow.db",
                              "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1",
                              "--port", str(port), "--workers", "1"],
-                            stdout=open(root / "server.log", "w"), stderr=subprocess.STDOUT)
+                            stdout=open(root / "server.log", "w"), stderr=subprocess.STDOUT,
+                            start_new_session=True)  # its own process group: the server and the workers it starts
     uri = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
-    while time.time() < deadline:
+    for _ in range(600):                                  # a bounded wait for it to answer (5 minutes)
+        if proc.poll() is not None:
+            break
         try:
             if urllib.request.urlopen(uri + "/health", timeout=2).status == 200:
                 break
         except OSError:
             time.sleep(0.5)
     else:
-        proc.kill()
-        raise RuntimeError(f"mlflow server did not start: {(root / 'server.log').read_text()[-2000:]}")
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise RuntimeError(f"mlflow server did not answer: {(root / 'server.log').read_text()[-2000:]}")
+    if proc.poll() is not None:
+        raise RuntimeError(f"mlflow server exited: {(root / 'server.log').read_text()[-2000:]}")
     yield uri
-    proc.terminate()
-    proc.wait(timeout=30)
+    os.killpg(proc.pid, signal.SIGTERM)                   # the group this fixture started, by its id
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
 @pytest.fixture(scope="module")
@@ -216,14 +225,14 @@ def test_run_page_renders_in_a_real_browser(mlflow_server, logged_study, tmp_pat
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
              "--disable-background-networking", "--disable-component-update", "--disable-sync",
              f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1400,1000", "--virtual-time-budget=20000"]
-    dom = subprocess.run([browser, *flags, "--dump-dom", url], capture_output=True, text=True, timeout=120).stdout
+    dom = run_process([browser, *flags, "--dump-dom", url], timeout=120).stdout
     assert ">" + f"{TINY} · colors" + "<" in dom, dom[-1500:]            # the run's name, as a whole element
     assert ">colors_test_acc<" in dom                                  # a frontier metric, by its exact name
     assert "frontier.png" in dom and "PAINT" in dom                    # the description with the plot
     for error in ("Page not found", "Something went wrong", "Internal Server Error", "No Experiment Exists"):
         assert error not in dom
     shot = tmp_path / "mlflow_run_page.png"
-    subprocess.run([browser, *flags, f"--screenshot={shot}", url], capture_output=True, timeout=120)
+    run_process([browser, *flags, f"--screenshot={shot}", url], timeout=120)
     assert shot.is_file() and shot.stat().st_size > 10_000
 
 

@@ -2,15 +2,13 @@
 from __future__ import annotations
 
 import copy
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import RECIPE, TINY, load_script, one_line_error, raw_rows, run_main
+from conftest import RECIPE, TINY, load_script, one_line_error, raw_rows, run_main, run_process
 
 ROOT = Path(__file__).resolve().parents[1]
 LR_GRID = {**RECIPE, "lr": [3e-3, 1e-3]}
@@ -81,19 +79,19 @@ def test_killed_driver_rerun_loses_and_duplicates_nothing(ray_local, tmp_path):
     the same command then finishes the study with every cell present once."""
     from paint_ray.results.store import KEY
     out = tmp_path / "killed"
-    env = {**os.environ, "RAY_ADDRESS": ray_local, "PAINT_RAY_FAULT": "driver-exit-after-parts:2",
+    env = {"RAY_ADDRESS": ray_local, "PAINT_RAY_FAULT": "driver-exit-after-parts:2",
            "PAINT_RAY_FAULT_DIR": str(tmp_path / "faults")}
     cmd = [sys.executable, str(ROOT / "experiments" / "scaling.py"), "--models", TINY, "--patch", "colors",
            "--supported", "shapes,counting", "--steps", "6", "--warmup-steps", "1", "--batch-size", "32",
            "--lr", "3e-3", "--alphas", "0:1:0.25", "--seeds", "0", "--evaluators", "1", "--no-mlflow",
            "--out", str(out), "--quiet"]
-    killed = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    killed = run_process(cmd, env)
     assert killed.returncode == 3, killed.stderr[-2000:]          # the fault point's exit, not a failure
     partial = raw_rows(out)
     expected = 5 * 3 * 2                                          # alphas x tasks x splits, one trial
     assert len(list((out / "results").glob("part-*.parquet"))) == 2 and 0 < len(partial) < expected
     assert not (out / "scaling.parquet").exists()                 # it never got to its report
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)   # armed, but fired once
+    done = run_process(cmd, env)                                  # armed still, but it fires once
     assert done.returncode == 0, done.stderr[-2000:]
     rows = raw_rows(out)
     assert len(rows) == expected and not rows.duplicated(KEY).any()
@@ -137,9 +135,8 @@ def test_gpus_the_cluster_lacks_are_one_line_before_any_model_loads(ray_local, t
 def test_unreachable_cluster_is_one_line_from_a_real_study_process(tmp_path):
     """The suite's one real experiments/*.py process refused on bad input: exit 2, one line, no traceback,
     in a process that has no Ray of its own yet (in this one the session's Ray may be up)."""
-    result = subprocess.run([sys.executable, str(ROOT / "experiments" / "scaling.py"), "--models", TINY,
-                             "--out", str(tmp_path / "o"), "--quiet"], capture_output=True, text=True, timeout=300,
-                            env={**os.environ, "RAY_ADDRESS": "127.0.0.1:9"})
+    result = run_process([sys.executable, str(ROOT / "experiments" / "scaling.py"), "--models", TINY,
+                          "--out", str(tmp_path / "o"), "--quiet"], {"RAY_ADDRESS": "127.0.0.1:9"}, 300)
     assert result.returncode == 2 and result.stdout == "", result.stderr[-1500:]
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "cannot reach a Ray cluster at '127.0.0.1:9'" in lines[0], result.stderr[-1500:]
