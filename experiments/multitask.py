@@ -1,6 +1,7 @@
 """RQ3 — multi-task patching: joint, sequential and parallel modes vs one specialised model per task.
 
-    python experiments/multitask.py [--mode joint,sequential,parallel] [--combiner ties|average|task_arithmetic]
+    python experiments/multitask.py [--mode joint,sequential,parallel]
+                                    [--combiner ties|average|task_arithmetic|dare_linear|dare_ties|tsv|iso_c|iso_cts]
                                     [--per-task [--coefficients 0.6,0.4]] [--max-drop 3] [--out multitask_out]
 
 Every mode and each specialised model is chosen on validation with at most --max-drop points of supported
@@ -37,9 +38,14 @@ PRESETS = {
 def main(argv=None) -> int:
     parser: argparse.ArgumentParser = build_parser("multitask", PRESETS, __doc__)
     parser.add_argument("--mode", default="joint,sequential,parallel", help="comma-separated: joint, sequential, parallel")
-    parser.add_argument("--combiner", default="ties", help="parallel mode: average, task_arithmetic or ties")
+    parser.add_argument("--combiner", default="ties",
+                        help="parallel mode: average, task_arithmetic, ties, dare_linear, dare_ties (DARE), tsv "
+                             "(TSV-M), iso_c or iso_cts (isotropic merging)")
     parser.add_argument("--per-task", action="store_true", help="parallel mode: one coefficient per task")
-    parser.add_argument("--density", type=float, default=0.2, help="TIES: fraction of each task vector kept")
+    parser.add_argument("--density", type=float, default=0.2,
+                        help="TIES and DARE: fraction of each task vector kept")
+    parser.add_argument("--common-fraction", type=float, default=0.8,
+                        help="iso_cts: share of each weight matrix's rank given to the tasks' common subspace")
     parser.add_argument("--coefficients", type=float_list,
                         help="with --per-task: these coefficients (one per patch task) instead of a search; "
                              "write --coefficients=-1,0.5 when the first is negative")
@@ -54,6 +60,7 @@ def _run(args) -> int:
     cfg = config_from_args("multitask", PRESETS, args)
     mt = MultitaskConfig(cfg, modes=[m.strip() for m in args.mode.split(",") if m.strip()],
                          combiner=args.combiner, per_task=args.per_task, density=args.density,
+                         common_fraction=args.common_fraction,
                          coefficients=args.coefficients)
     mt.validate()
     cfg.validate()
@@ -63,9 +70,13 @@ def _run(args) -> int:
     print(f"\nmulti-task patching: test accuracy at the α (or coefficients) chosen on validation, each model "
           f"(specialised ones too) with a supported drop of at most {cfg.max_drop:g} points on validation")
     shown = table.copy()
-    pct = [c for c in shown.columns if c not in ("mode", "alpha", "coefficients")]
+    pct = [c for c in shown.columns if c not in ("mode", "alpha", "coefficients", "eligible")]
     shown[pct] = (100 * shown[pct]).round(1)
+    shown["eligible"] = shown["eligible"].map({True: "yes", False: "none eligible"})
     print(shown.to_string(index=False))
+    for mode in table.loc[~table["eligible"], "mode"]:
+        print(f"{mode}: no α (or coefficients) keeps the supported drop within {cfg.max_drop:g} points on "
+              f"validation, so nothing is chosen")
     print(f"accuracies in %, drop and gap in points (drop: zero-shot supported - supported; gap: specialised "
           f"average - mode average); "
           f"{result.timings['total_s']:.0f} s; table {out / 'multitask.parquet'}")

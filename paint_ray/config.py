@@ -3,7 +3,7 @@
 - the α grid: parsed, range-checked, capped and anchored at 0 (zero-shot) and 1 (fine-tuned) here only;
 - `StudyConfig`: models × patch tasks × hyperparameters × α × eval tasks, for either backend.
 
-May import: errors, identity, paths, devices, tasks, data, models, training, evaluation
+May import: errors, identity, paths, storage, devices, tasks, data, models, training, evaluation
 """
 from __future__ import annotations
 
@@ -41,6 +41,32 @@ def parse_alphas(text: str) -> list[float]:
     except ValueError as e:
         raise PaintRayError(f"alpha grid {shown(text)} is not 'start:stop:step' or a comma list of numbers") from e
     return check_alphas(values, text)
+
+
+def parse_alpha_spec(text: str) -> tuple[list[float], float | None]:
+    """`--alphas`: a grid (parse_alphas) with no search, or 'auto' / 'auto:Δα' (default Δα 0.01): an adaptive
+    search (results/search.py) and no grid."""
+    parts = [p.strip() for p in str(text).split(",")]
+    if any(p.startswith("auto") for p in parts):
+        if len(parts) != 1:
+            raise PaintRayError(f"--alphas {shown(text)} mixes 'auto' with a grid; give --alphas auto[:Δα] (an "
+                                f"adaptive search) or a grid such as 0:1:0.1, not both")
+        _, _, delta = parts[0].partition(":")
+        if parts[0] not in ("auto",) and not parts[0].startswith("auto:"):
+            raise PaintRayError(f"--alphas {shown(text)} is not 'auto' or 'auto:Δα' (e.g. auto:0.01)")
+        try:
+            value = float(delta) if delta else 0.01
+        except ValueError:
+            raise PaintRayError(f"--alphas {shown(text)}: Δα {delta!r} is not a number; e.g. auto:0.01") from None
+        return [], check_delta(value)
+    return parse_alphas(text), None
+
+
+def check_delta(delta: float) -> float:
+    """The resolution of an adaptive α search: a number in (0, 1)."""
+    if isinstance(delta, bool) or not isinstance(delta, (int, float)) or not (math.isfinite(delta) and 0 < delta < 1):
+        raise PaintRayError(f"--alphas auto:{shown(delta)}: the resolution Δα must be a number in (0, 1), e.g. auto:0.01")
+    return float(delta)
 
 
 def check_alphas(values, source: str | None = None) -> list[float]:
@@ -96,6 +122,10 @@ class TrialResources:
     def as_dict(self) -> dict:
         return {"cpu": self.cpus, "gpu": self.gpus}
 
+    def as_bundle(self) -> dict:
+        """The trial's shape as a resource bundle (what the autoscaler is asked to make room for)."""
+        return {k: v for k, v in (("CPU", self.cpus), ("GPU", self.gpus)) if v}
+
 
 HYPERPARAMETERS = tuple(f.name for f in fields(FinetuneConfig))
 
@@ -129,6 +159,7 @@ class StudyConfig:
     device: str | None = None           # local backend: cpu or cuda[:N] (default: cuda when visible)
     eval_memory: int | None = None      # bytes each evaluator may hold: weights and eval data (memory.py)
     keep_evaluators: float = 1800.0     # seconds an idle evaluator waits before it ends and frees its GPU
+    alpha_search: float | None = None   # --alphas auto[:Δα]: search α to this resolution instead of a grid
     # fine-tuning seeds: each (model, patch task) is fine-tuned, swept and selected once per seed
     seeds: list[int] = field(default_factory=lambda: [0])
     _validated: str | None = field(default=None, init=False, repr=False, compare=False)
@@ -166,7 +197,10 @@ class StudyConfig:
         for kind, names in (("patch", self.patch_tasks), ("supported", self.supported)):
             if len(set(names)) != len(names):
                 raise PaintRayError(f"{kind} tasks {','.join(names)} list a task twice")
-        self.alphas = check_alphas(self.alphas)
+        if self.alpha_search is not None:
+            check_delta(self.alpha_search)
+        else:
+            self.alphas = check_alphas(self.alphas)
         if self.rule not in RULES:
             raise unknown("selection rule", self.rule, RULES)
         if self.rule == "max-drop" and self.max_drop is None:

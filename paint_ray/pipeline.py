@@ -5,7 +5,7 @@ Ray). Multi-task modes (multitask.py) are producers of fine-tuning jobs and weig
 sweep and selection. Every reuse is by content (identity.py): result rows by model digest, weight-set
 key, task data, eval precision and device; θ1s by their job key; heads by model and prompts.
 
-May import: errors, identity, paths, devices, tasks, data, models, caches, weights, training, evaluation, config, results, reporting, backends, distributed
+May import: errors, identity, paths, storage, devices, tasks, data, models, caches, weights, training, evaluation, config, results, reporting, backends, distributed
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from .models.registry import ModelRef
 from .caches.train import train_key
 from .models.checkpoints import load_tensors, save_tensors
 from .paths import home
-from .weights.store import fetch, publish, relative_name
+from .storage import fetch, publish, relative_name
 from .evaluation.weight_set import WeightSet, set_key
 from .config import SPLITS, StudyConfig, anchored
 from .caches.eval import task_key
@@ -31,7 +31,7 @@ from .models.registry import EMBEDDED, LoadedModel, ensure_embedded, load_model
 from .errors import PaintRayError
 from .results.store import ResultStore, row_key
 from .paths import ensure_writable
-from .results.selection import frontier_table, select_alpha
+from .results.selection import best_of, frontier_table, select_alpha
 from .results.study import PatchedModel, StudyResult
 from .tasks import get_task
 
@@ -80,8 +80,8 @@ class Pipeline:
         self.backend.start()
         t = time.time()
         for spec in cfg.models:
-            if spec in EMBEDDED:          # pretrained once, here, so no trial or actor races to do it
-                ensure_embedded(spec, progress=cfg.progress)
+            if spec in EMBEDDED:          # pretrained once, here (and published), so no trial or actor races to do it
+                ensure_embedded(spec, progress=cfg.progress, storage=self.backend.storage)
             loaded = load_model(spec, progress=cfg.progress)
             if cfg.eval_memory is not None:        # sizes unknown before loading (hub models), still before training
                 from .data import image_size_of
@@ -98,7 +98,7 @@ class Pipeline:
              start_key: str | None = None) -> list[FinetuneJob]:
         """One job per recipe of the study's hyperparameter grid. A single-task job trains its task's epochs
         where `cfg.epochs` lists them (converted to steps from the train split's size), else the recipe's steps.
-        `start` is the weights-store name of a start point (sequential), which travels through the storage."""
+        `start` is the storage name of a start point (sequential), which travels through the storage."""
         recipes = self.cfg.recipes()
         if len(tasks) == 1 and tasks[0] in self.cfg.epochs:
             from .training.recipe import resolve
@@ -149,62 +149,117 @@ class Pipeline:
 
     def sweep(self, sets: Iterable[WeightSet], alphas: Sequence[float], splits: Sequence[str] = SPLITS) -> int:
         """Evaluate every (set, α, eval task, split) not yet in the store; rows are appended as units finish."""
+        return self.sweep_cells({ws: [(a, task, split) for a in alphas for task in ws.eval_tasks for split in splits]
+                                 for ws in sets})
+
+    def sweep_cells(self, wanted: dict[WeightSet, list[tuple[float, str, str]]]) -> int:
+        """Evaluate, as one batch of cells to the evaluators, every (α, task, split) of each set not yet stored."""
         t = time.time()
         done = self.store.keys()
         work = {}
-        for ws in sets:
-            cells = [(a, task, split) for a in alphas for task in ws.eval_tasks for split in splits
-                     if row_key(self.row(ws, {"alpha": a, "task": task, "split": split})) not in done]
+        for ws, cells in wanted.items():
+            cells = [c for c in cells if row_key(self.row(ws, {"alpha": c[0], "task": c[1], "split": c[2]})) not in done]
             if cells:
                 work[ws] = cells
         if work:
             self.backend.evaluate(work, lambda ws, rows: self.store.append(self.row(ws, r) for r in rows),
                                   progress=self.cfg.progress)
         self.timings["sweep_s"] = self.timings.get("sweep_s", 0.0) + time.time() - t
+        self.timings["cells"] = self.timings.get("cells", 0) + sum(len(c) for c in work.values())
         return sum(len(c) for c in work.values())
 
+    def evaluate_sets(self, sets: Sequence[WeightSet], patch_tasks: Sequence[str] | None = None,
+                      baseline: pd.DataFrame | None = None) -> Sequence[float] | None:
+        """The study's α grid over `sets` (returned, to select on), or with `--alphas auto` the adaptive search
+        (returns None: each set is selected on the α values evaluated for it)."""
+        if self.cfg.alpha_search is None:
+            alphas = anchored(self.cfg.alphas)
+            self.sweep(sets, alphas)
+            return alphas
+        self.search(sets, patch_tasks, baseline)
+        return None
+
+    def search(self, sets: Sequence[WeightSet], patch_tasks: Sequence[str] | None = None,
+               baseline: pd.DataFrame | None = None) -> int:
+        """Adaptive α (results/search.py): validation rounds until every set's targets are resolved to Δα, then
+        test at the anchors, the chosen α values and a few plot points. Returns the number of rounds."""
+        from .results.robust import BUDGETS
+        from .results.search import AlphaSearch
+        cfg = self.cfg
+        search = AlphaSearch(cfg.rule, cfg.max_drop, cfg.alpha_search)
+        tasks_of = {ws: list(patch_tasks) if patch_tasks else ws.patch_tasks.split("+") for ws in sets}
+        rounds = 0
+        while True:
+            frame = self.store.read()
+            wanted = {}
+            for ws in sets:
+                new = search.propose(self.frontier(ws, tasks_of[ws], None, frame), baseline)
+                if new:
+                    wanted[ws] = [(a, t, "val") for a in new for t in ws.eval_tasks]
+            if not wanted:
+                break
+            self.sweep_cells(wanted)
+            rounds += 1
+        frame = self.store.read()
+        wanted = {}
+        for ws in sets:
+            table = self.frontier(ws, tasks_of[ws], None, frame)
+            base = table if baseline is None else baseline
+            chosen = [select_alpha(table, cfg.rule, cfg.max_drop, baseline=base).alpha]
+            chosen += [select_alpha(table, "max-drop", b, baseline=base).alpha for b in BUDGETS]
+            wanted[ws] = [(a, t, "test") for a in search.test_alphas(table, chosen) for t in ws.eval_tasks]
+        self.sweep_cells(wanted)
+        self.timings["search_rounds"] = self.timings.get("search_rounds", 0) + rounds
+        return rounds
+
     # ---- 4. selection -----------------------------------------------------------------------
-    def frontier(self, ws: WeightSet, patch_tasks: Sequence[str], alphas: Sequence[float],
+    def frontier(self, ws: WeightSet, patch_tasks: Sequence[str], alphas: Sequence[float] | None,
                  frame: pd.DataFrame | None = None) -> pd.DataFrame:
+        """The set's frontier over `alphas` (None: every α evaluated for it, a search's points and any grid's)."""
         frame = self.store.read() if frame is None else frame
         keys = {self.task_keys[t] for t in ws.eval_tasks}
         mine = frame[(frame.weights == ws.key) & (frame.model_digest == ws.model.digest)
                      & (frame.precision == self.identity["precision"]) & (frame["device"] == self.identity["device"])
-                     & frame.task_key.isin(keys) & frame.alpha.isin(alphas)]
+                     & frame.task_key.isin(keys) & (True if alphas is None else frame.alpha.isin(alphas))]
+        if mine.empty:
+            return pd.DataFrame(columns=["alpha", "patch_val", "supported_val", "patch_test", "supported_test"])
         return frontier_table(mine, patch_tasks, self.cfg.supported)
 
-    def select(self, sets: Sequence[WeightSet], patch_tasks: Sequence[str], alphas: Sequence[float],
+    def select(self, sets: Sequence[WeightSet], patch_tasks: Sequence[str], alphas: Sequence[float] | None,
                config: dict | None = None, choose_at: float | None = None,
-               baseline: pd.DataFrame | None = None) -> PatchedModel:
-        """The best set by the selection score on validation, at its own best α (or at `choose_at`). A drop
-        budget is measured from the α = 0 row of `baseline` (default: each set's own frontier)."""
+               baseline: pd.Series | None = None) -> PatchedModel:
+        """The best set by the rule's own score on validation, at its own best α (or at `choose_at`). A drop
+        budget is measured from θ0: `baseline` (θ0's row, `zero_shot_row`) where a frontier's α = 0 is not
+        θ0, else each set's own α = 0 row. When no set has an α within the budget, the PatchedModel says so
+        (its selection is not eligible) and holds the first set's frontier."""
         frame = self.store.read()
-        best = None
-        scored = []
+        tables, selections, scored = [], [], []
         for ws in sets:
             table = self.frontier(ws, patch_tasks, alphas, frame)
             candidates = table if choose_at is None else table[table.alpha == choose_at]
             sel = select_alpha(candidates, self.cfg.rule, self.cfg.max_drop,
                                baseline=table if baseline is None else baseline)
-            score = (sel.patch_val + sel.supported_val) / 2
-            scored.append({"trial": ws.trial, "score": score, **candidates[candidates.alpha == sel.alpha].iloc[0].to_dict()})
-            if best is None or score > best[0]:
-                best = (score, ws, table, sel)
-        _, ws, table, sel = best
+            tables.append(table)
+            selections.append(sel)
+            at = candidates[candidates.alpha == (sel.alpha if sel.eligible else candidates.alpha.max())]
+            scored.append({"trial": ws.trial, "score": sel.score, "eligible": sel.eligible, **at.iloc[0].to_dict()})
+        i = best_of(selections)
+        ws, table, sel = sets[i], tables[i], selections[i]
         ref = ws.model
         drift = self.backend.drift(ws, list(self.tasks))     # CKA on every task of the study: one probe set
         return PatchedModel(ref.spec, ref.pretrained, "+".join(patch_tasks), ws, dict(config or ws.recipe), table,
-                            sel, drift, ws.mode, pd.DataFrame(scored) if choose_at is not None else None)
+                            sel, drift, ws.mode, pd.DataFrame(scored) if choose_at is not None else None,
+                            zero_shot=baseline)
 
     def single_task(self) -> list[PatchedModel]:
         """Every (model, patch task, seed): fine-tune each recipe, sweep, choose the best trial and α (each seed
         on its own: seeds measure the spread, they are not a hyperparameter to pick the best of)."""
-        cfg, alphas = self.cfg, anchored(self.cfg.alphas)
+        cfg = self.cfg
         # largest image encoders first: their trials are the longest, so the last wave of trials is short
         order = sorted(cfg.models, key=lambda m: -self.refs[m].visual_params)
         jobs = [j for spec in order for patch in cfg.patch_tasks for j in self.jobs(spec, [patch])]
         sets = [self.weight_set(tr) for tr in self.finetune(jobs)]
-        self.sweep(sets, alphas)
+        alphas = self.evaluate_sets(sets)
         patched = []
         for spec in cfg.models:
             for patch in cfg.patch_tasks:

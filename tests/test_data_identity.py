@@ -88,9 +88,7 @@ def test_dtd_images_and_labels_rewritten_in_place_change_the_fingerprint(tmp_pat
     old = prepare_task(before, "test", 32)
     assert old.labels.tolist() == written.test
 
-    # Same names, other pixels (and other sizes). A rewrite gets a new mtime_ns; one within the same clock tick
-    # as the first write might not (see common.fingerprint), so let the clock move on as it does in real life.
-    time.sleep(0.05)
+    # Same names, other pixels (and other sizes): the names and sizes, and the sampled content, tell them apart.
     for k, path in enumerate(dtd_images(root)):
         pf.save_image(path, 5000 + k, 10, 14)
     pixels_only = get_task("dtd", str(root))
@@ -123,7 +121,6 @@ def test_eurosat_folder_copy_keeps_and_any_file_change_renews_the_fingerprint(tm
     first = fingerprint("eurosat", tmp_path / "a")
     assert fingerprint("eurosat", tmp_path / "b") == first and str(tmp_path) not in first
     river = tmp_path / "a" / "eurosat" / "2750" / "River"
-    time.sleep(0.05)
     pf.save_image(river / "River_2.jpg", 999, 8, 8)                          # rewritten in place
     second = fingerprint("eurosat", tmp_path / "a")
     assert second != first
@@ -160,13 +157,30 @@ def test_large_folders_are_scanned_once_per_process_while_their_folders_are_unch
     assert len(scans) == 5
 
 
-def test_index_files_above_the_hash_limit_enter_by_size_and_mtime(tmp_path, monkeypatch):
+def test_index_files_above_the_hash_limit_enter_by_size_and_their_edges_not_their_mtime(tmp_path, monkeypatch):
     pf.write_mnist(tmp_path)
     first = fingerprint("mnist", tmp_path)
     monkeypatch.setattr(common, "HASH_LIMIT", 100)                          # the image files are now "large"
-    by_stat = fingerprint("mnist", tmp_path)
-    assert by_stat != first
+    by_edges = fingerprint("mnist", tmp_path)
+    assert by_edges != first
     raw = tmp_path / "MNIST" / "raw" / "t10k-images-idx3-ubyte"
     st = raw.stat()
-    os.utime(raw, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
-    assert fingerprint("mnist", tmp_path) != by_stat
+    os.utime(raw, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))             # only the time changes: same data
+    assert fingerprint("mnist", tmp_path) == by_edges
+    data = bytearray(raw.read_bytes())
+    data[-1] ^= 0xFF                                                        # the last byte changes
+    raw.write_bytes(bytes(data))
+    assert fingerprint("mnist", tmp_path) != by_edges
+
+
+def test_a_copy_without_mtimes_fingerprints_the_same_and_full_mode_hashes_every_byte(tmp_path, monkeypatch):
+    pf.write_eurosat(tmp_path / "a", per_class=3)
+    shutil.copytree(tmp_path / "a", tmp_path / "plain", copy_function=shutil.copyfile)   # new mtimes
+    sampled = fingerprint("eurosat", tmp_path / "a")
+    assert fingerprint("eurosat", tmp_path / "plain") == sampled
+    monkeypatch.setenv("PAINT_RAY_FINGERPRINT", "full")
+    full = fingerprint("eurosat", tmp_path / "a")
+    assert full != sampled and fingerprint("eurosat", tmp_path / "plain") == full
+    monkeypatch.setenv("PAINT_RAY_FINGERPRINT", "fast")
+    with pytest.raises(Exception, match="PAINT_RAY_FINGERPRINT='fast' is not one of sampled, full"):
+        fingerprint("eurosat", tmp_path / "a")

@@ -119,7 +119,7 @@ def test_zero_byte_and_truncated_parquet_parts_are_set_aside_and_recomputed(tiny
 def test_corrupt_cached_head_and_theta1_are_recomputed(tiny, tmp_path, capsys):
     from paint_ray.caches import heads as cache
     from paint_ray.tasks import get_task
-    from paint_ray.weights.store import fetch
+    from paint_ray.storage import fetch
     # A recipe of this test's own: its θ1 is trained here, in this process, never read from a Ray trial of
     # another test. CPU fine-tuning is deterministic for a given number of torch threads but not across
     # thread counts (a 1-thread Tune trial's θ1 differs from this 2-thread process's by ~1e-3), and in bf16

@@ -74,7 +74,7 @@ def test_weights_with_a_start_interpolate_from_it(tiny):
 def test_three_modes_end_to_end_sequential_starts_from_patched_step1(ray_local, tmp_path, study_config):
     from paint_ray.models.checkpoints import load_tensors
     from paint_ray.multitask import MultitaskConfig, run_multitask
-    from paint_ray.weights.store import fetch
+    from paint_ray.storage import fetch
     cfg = study_config(tmp_path, name="mt", patch_tasks=["colors", "counting"], alphas=[0.0, 0.25, 0.5, 0.75, 1.0],
                        rule="max-drop", max_drop=2.0)
     result, table = run_multitask(MultitaskConfig(cfg, combiner="ties"))
@@ -87,8 +87,17 @@ def test_three_modes_end_to_end_sequential_starts_from_patched_step1(ray_local, 
     # on validation, measured from θ0 (for sequential, whose α = 0 is the model patched on colors, too)
     theta0_val = modes["single"].frontier.set_index("alpha").loc[0.0, "supported_val"]
     for pm in result.patched:
+        if not pm.selection.eligible:          # "none eligible" is reported, never a model over the budget
+            assert table.loc[table["mode"].str.startswith(pm.mode), "eligible"].eq(False).all()
+            continue
         chosen = pm.frontier.set_index("alpha").loc[pm.selection.alpha, "supported_val"]
         assert 100 * (theta0_val - chosen) <= 2.0 + 1e-9, pm.label
+    # the sequential row's zero-shot is θ0 (from the specialised frontiers' α = 0), not the step-1 model
+    single = {pm.patch: pm.frontier.set_index("alpha").loc[0.0] for pm in result.patched if pm.mode == "single"}
+    seq_row = modes["sequential"].summary(cfg.supported)
+    assert seq_row["patch_zero_shot"] == pytest.approx((single["colors"]["colors_test"]
+                                                        + single["counting"]["counting_test"]) / 2)
+    assert seq_row["supported_zero_shot"] == pytest.approx(single["colors"]["supported_test"])
     # joint: equal task shares per batch and the specialised models' steps added up
     joint = result.trials[result.trials["mode"] == "joint"].iloc[0]
     assert joint.recipe["steps"] == 2 * cfg.recipes()[0].steps and joint.recipe["mix"] == "balanced"
@@ -143,6 +152,9 @@ def test_per_task_coefficients_search_and_given_coefficients_log_to_mlflow(tiny,
 @pytest.mark.parametrize("args,needle", [
     (["--mode", "jointly"], "unknown mode 'jointly'"),
     (["--combiner", "tie"], "unknown combiner 'tie'"),
+    (["--combiner", "tsvm"], "unknown combiner 'tsvm' (did you mean 'tsv'?); valid: average, dare_linear, "
+                             "dare_ties, iso_c, iso_cts, task_arithmetic, ties, tsv"),
+    (["--combiner", "iso_cts", "--common-fraction", "1.5"], "--common-fraction 1.5 must be in [0, 1]"),
     (["--patch", "digits"], "need at least 2 patch tasks"),
     (["--per-task", "--coefficients", "0.5"], "--coefficients has 1 values for 2 patch tasks"),
     (["--coefficients", "0.5,0.5"], "--coefficients needs --per-task"),
@@ -155,3 +167,32 @@ def test_multitask_bad_input_is_one_line(tmp_path, args, needle, capsys):
     code, _, err = run_main(load_script("multitask").main, [*args, "--out", str(tmp_path / "o"), "--quiet"], capsys)
     assert needle in one_line_error(code, err)
     assert ray.is_initialized() == was_up and not (tmp_path / "o").exists()     # refused before anything started
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("combiner,extra", [("tsv", {}), ("iso_cts", {"common_fraction": 0.5}),
+                                            ("dare_ties", {"seed": 0})])
+def test_parallel_mode_merges_the_specialised_task_vectors_with_the_combiner(tmp_path, combiner, extra, study_config):
+    # in process (no Ray): the merged weight set the parallel mode swept is θ0 + merge(θᵢ − θ0) of the
+    # specialised models it chose, by the named combiner and its options
+    from paint_ray.backends.local import LocalBackend
+    from paint_ray.models.checkpoints import load_tensors
+    from paint_ray.multitask import MultitaskConfig, run_multitask
+    from paint_ray.storage import fetch
+    from paint_ray.weights.merging import merge_task_vectors
+    cfg = study_config(tmp_path, name="mt-combiner", patch_tasks=["colors", "counting"])
+    result, table = run_multitask(MultitaskConfig(cfg, modes=["parallel"], combiner=combiner,
+                                                  common_fraction=extra.get("common_fraction", 0.8)),
+                                  LocalBackend("cpu"))
+    assert table["mode"].tolist() == ["specialised", f"parallel ({combiner})"]
+    merged = next(pm for pm in result.patched if pm.mode == "parallel")
+    assert merged.config["combiner"] == combiner and all(merged.config[k] == v for k, v in extra.items())
+    theta0 = {k: v for k, v in result.models[TINY].model.visual.state_dict().items() if v.is_floating_point()}
+    specialised = [next(pm for pm in result.patched if pm.patch == t) for t in ("colors", "counting")]
+    thetas = [load_tensors(fetch(pm.weights.theta1, None)) for pm in specialised]
+    names = sorted(thetas[0])
+    taus = [[th[n] - theta0[n] for n in names] for th in thetas]
+    want = merge_task_vectors(taus, combiner, None, 0.2, **extra)
+    got = load_tensors(fetch(merged.weights.theta1, None))
+    for n, v in zip(names, want):
+        torch.testing.assert_close(got[n], theta0[n] + v)

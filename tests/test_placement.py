@@ -111,7 +111,7 @@ def test_streamed_shards_give_the_rows_of_one_resident_split(tiny):
 
 def test_weights_travel_by_name_through_the_storage(tmp_path, home):
     from paint_ray.models.checkpoints import load_tensors, save_tensors
-    from paint_ray.weights.store import fetch, publish
+    from paint_ray.storage import fetch, publish
     local = home / "finetuned" / "test-weights-store.safetensors"
     save_tensors({"w": torch.arange(6.0)}, local)
     storage = str(tmp_path / "storage")

@@ -3,7 +3,7 @@
 - `backends.local.LocalBackend`: everything in this process (what `paint-ray patch` runs).
 - `distributed.backend.RayBackend`: Tune trials and named evaluator actors (the studies, `live`).
 
-May import: errors, identity, paths, devices, tasks, data, models, caches, weights, training, evaluation, config
+May import: errors, identity, paths, storage, devices, tasks, data, models, caches, weights, training, evaluation, config
 """
 from __future__ import annotations
 

@@ -6,5 +6,5 @@ rename) and files that cannot be read set aside. On top of it: `eval` (each eval
 once into uint8 tensors), `train` (training images at their full field of view, for the reference crop)
 and `heads` (zero-shot heads by model digest and task key).
 
-May import: errors, identity, paths, devices, tasks, data, models, weights
+May import: errors, identity, paths, storage, devices, tasks, data, models, weights
 """

@@ -15,7 +15,7 @@ from ..identity import digest
 from ..models.checkpoints import save_tensors
 from ..paths import home
 from ..tasks import Task
-from ..weights.store import exists, fetch, publish, relative_name
+from ..storage import exists, fetch, publish, relative_name
 from .entry import read_or_set_aside
 
 

@@ -1,6 +1,8 @@
 """`paint-ray data check TASK --data-root DIR [--json] [--download]`: is a dataset there, and as expected?
 
 `paint-ray data splits TASK --data-root DIR --out OUT`: every split's file list as CSV, to compare splits exactly.
+`paint-ray data push --data-root DIR --to URI` / `paint-ray data pull --from URI --data-root DIR`: a data root
+copied to the study's storage once, and from there onto each node (cluster.yaml's setup runs the pull).
 """
 from __future__ import annotations
 
@@ -26,6 +28,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--data-root", default=None, help="root folder holding the datasets")
     e.add_argument("--out", default=".", help="folder to write TASK-train.csv, TASK-val.csv, TASK-test.csv into")
     e.set_defaults(func=splits)
+    u = sub.add_parser("push", help="copy a data root to a folder or bucket the cluster's nodes reach")
+    u.add_argument("--data-root", required=True, help="the folder holding the datasets")
+    u.add_argument("--to", required=True, dest="uri", help="e.g. s3://BUCKET/paint_ray/data, or a shared folder")
+    u.set_defaults(func=push)
+    d = sub.add_parser("pull", help="copy the datasets pushed to URI into this node's data root (what is there stays)")
+    d.add_argument("--from", required=True, dest="uri", help="where `paint-ray data push` put them")
+    d.add_argument("--data-root", required=True, help="this node's folder for the datasets")
+    d.add_argument("--optional", action="store_true", help="nothing pushed yet is no error (a node's setup)")
+    d.set_defaults(func=pull)
+
+
+def push(args: argparse.Namespace) -> int:
+    from ..tasks.paper.sync import push as push_tree
+    copied, kept = push_tree(args.data_root, args.uri)
+    print(f"pushed {args.data_root} to {args.uri}: {copied} file(s) copied, {kept} already there")
+    return 0
+
+
+def pull(args: argparse.Namespace) -> int:
+    from ..tasks.paper.sync import pull as pull_tree
+    copied, kept = pull_tree(args.uri, args.data_root, optional=args.optional)
+    print(f"pulled {args.uri} into {args.data_root}: {copied} file(s) copied, {kept} already there")
+    return 0
 
 
 def download(name: str, data_root: str | None) -> None:

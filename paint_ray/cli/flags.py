@@ -41,7 +41,8 @@ def add_study_flags(p: argparse.ArgumentParser, presets: dict, out: str, single:
     g.add_argument("--data-root", default=None, help="root of the on-disk datasets (paper tasks)")
 
     g = p.add_argument_group("α and its selection")
-    g.add_argument("--alphas", default=None, help="α grid: start:stop:step (stop included) or a comma list "
+    g.add_argument("--alphas", default=None, help="α grid: start:stop:step (stop included) or a comma list, or "
+                                                  "auto[:Δα] to search α adaptively to Δα (default 0.01) instead "
                                                   "(default: the preset's, else 0:1:0.1)")
     g.add_argument("--max-drop", type=float, default=None,
                    help="choose the best patch accuracy whose mean supported drop is at most D points "
@@ -97,7 +98,7 @@ def add_study_flags(p: argparse.ArgumentParser, presets: dict, out: str, single:
 
 def config_from_args(study: str, presets: dict, args: argparse.Namespace, single: bool = False):
     """The StudyConfig the flags ask for (checked by its `validate`, once, by the caller)."""
-    from ..config import StudyConfig, TrialResources, parse_alphas
+    from ..config import StudyConfig, TrialResources, parse_alpha_spec
     from ..evaluation.memory import parse_bytes
     if args.preset not in presets:
         raise unknown("preset", args.preset, presets)
@@ -116,6 +117,7 @@ def config_from_args(study: str, presets: dict, args: argparse.Namespace, single
     if single and len(patch) != 1:
         raise PaintRayError(f"paint-ray patch patches one task, got --patch {','.join(patch)}; several tasks are "
                             f"experiments/scaling.py (one by one) or experiments/multitask.py (together)")
+    alphas, search = parse_alpha_spec(args.alphas or preset.get("alphas", "0:1:0.1"))
     supported = args.supported if args.supported is not None else preset["supported"]
     if args.supported is not None and not supported:
         raise PaintRayError("--supported names no task; give e.g. shapes,colors")
@@ -128,7 +130,7 @@ def config_from_args(study: str, presets: dict, args: argparse.Namespace, single
         name=study, models=models, patch_tasks=patch, supported=supported,
         extra_tasks=list(preset.get("extra_tasks", [])),
         epochs={} if args.steps else dict(preset.get("epochs", {})),      # --steps overrides epochs
-        alphas=parse_alphas(args.alphas or preset.get("alphas", "0:1:0.1")), out=args.out, search_space=space,
+        alphas=alphas, alpha_search=search, out=args.out, search_space=space,
         data_root=args.data_root, resources=resources, evaluators=getattr(args, "evaluators", None),
         asha=getattr(args, "asha", False), rule="max-drop" if args.max_drop is not None else "mean",
         max_drop=args.max_drop, address=getattr(args, "address", None),

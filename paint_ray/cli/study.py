@@ -93,8 +93,10 @@ def _run_study(study: str, presets: dict, args, report) -> int:
             from ..reporting.tracking import log_summary_run, tracking_uri
             log_summary_run(tracking_uri(cfg.out, cfg.tracking_uri), study, files)
     if result.run_ids:
-        from ..reporting.tracking import tracking_uri
+        from ..reporting.tracking import experiment_id, run_url, tracking_uri
         uri = tracking_uri(cfg.out, cfg.tracking_uri)
+        page = run_url(uri, experiment_id(uri, study, None))
         print(f"MLflow: experiment '{study}' at {uri}"
-              + (f"  ->  mlflow ui --backend-store-uri {uri}" if uri.startswith("sqlite") else ""))
+              + (f"  ->  mlflow ui --backend-store-uri {uri}" if uri.startswith("sqlite") else "")
+              + (f"  ->  {page}" if page else ""))
     return 0

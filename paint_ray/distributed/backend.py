@@ -17,14 +17,15 @@ from ..evaluation.sweep import Rows, Sweeper, rows_back
 from ..evaluation.weight_set import OnRows, WeightSet, Work
 from ..identity import digest
 from ..training.job import METRIC, FinetuneJob, TrialResult
-from ..weights.store import fetch, relative_name
-from .cluster import connect
+from ..storage import check_writable, fetch, relative_name
+from .cluster import capacity, check_nodes, connect, request, wait_for
 from .evaluators import ensure_evaluators, evaluator_names, get_evaluator, shutdown_evaluators
 from .sweep import run_units
 from .tune_finetune import check_resources, default_resources, run_trials
 from .waits import WAIT_S, gather
 
 MAX_RESTAGES = 2
+CLUSTER_WAIT_S = float(os.environ.get("PAINT_RAY_CLUSTER_WAIT", 1800))   # for autoscaled nodes to join
 
 
 class RayEvaluators:
@@ -64,15 +65,27 @@ class RayBackend:
 
     # ---- cluster ----------------------------------------------------------------------------
     def start(self) -> None:
+        """Join the cluster and check, before any model is loaded or trained, that its node types can place
+        the trials and the evaluators, that the storage can be written and that the nodes up now hold the
+        study's data."""
         self.resources = connect(self.cfg.address)
-        self.trial_resources = self.cfg.resources or default_resources()
-        check_resources(self.trial_resources)     # before any model is loaded or trained
+        self.capacity = capacity()
+        self.trial_resources = self.cfg.resources or default_resources(self.capacity)
+        check_resources(self.trial_resources, self.capacity)
+        n = self.cfg.evaluators
+        if n is not None and self._gpus() and n > self.capacity.most("GPU"):
+            raise PaintRayError(f"--evaluators {n} needs {n} GPUs (one each); this cluster can have at most "
+                                f"{self.capacity.most('GPU'):g}" + (" with its node types" if self.capacity.autoscales
+                                                                    else "") + "; give at most that many")
+        check_writable(self.storage)
+        check_nodes(self.cfg.data_root, self.cfg.all_tasks(), self.study)
 
     def add_model(self, loaded) -> None:
         self.models[loaded.digest] = loaded
 
     def _gpus(self) -> float:
-        return self.resources.get("GPU", 0)
+        """GPUs the cluster has or its node types can add (right after `ray up` no GPU node is up yet)."""
+        return self.capacity.most("GPU") if hasattr(self, "capacity") else self.resources.get("GPU", 0)
 
     def eval_identity(self) -> dict[str, str]:
         """What the evaluators compute rows with (a CPU node decides bf16 by its own CPU)."""
@@ -80,10 +93,13 @@ class RayBackend:
 
     def evaluators(self) -> list:
         if self._handles is None:
-            n = self.cfg.evaluators or (int(self._gpus()) if self._gpus() else
-                                        max(1, min(int(self.resources.get("CPU", 1)), 8)))
+            gpus = self._gpus()
+            n = self.cfg.evaluators or (int(gpus) if gpus else max(1, min(int(self.resources.get("CPU", 1)), 8)))
+            if gpus and getattr(self, "capacity", None) is not None and self.capacity.autoscales:
+                request([{"GPU": 1}] * n)          # the autoscaler adds the nodes now, not one by one
+                wait_for("GPU", n, CLUSTER_WAIT_S, f"{n} GPU(s) for the evaluators", self.cfg.progress)
             # On CPU-only clusters evaluators reserve no CPU: they idle between sweeps and must not starve Tune.
-            self._handles = ensure_evaluators(self.study, n, cpus=0, gpus=1 if self._gpus() else 0,
+            self._handles = ensure_evaluators(self.study, n, cpus=0, gpus=1 if gpus else 0,
                                               threads=max(1, int(self.resources.get("CPU", 1)) // n),
                                               budget=self.cfg.eval_memory, keep_s=self.cfg.keep_evaluators)
             self._sweeper = None
@@ -102,6 +118,11 @@ class RayBackend:
         if res.gpus > 0 and evaluator_names(self.study) and ray.available_resources().get("GPU", 0) < res.gpus:
             print(f"releasing {shutdown_evaluators(self.study)} evaluators of {self.study} so Tune can use their GPUs")
             self._handles = None
+        if res.gpus > 0 and self.capacity.autoscales:
+            per_node = self.capacity.per_node("GPU")
+            at_once = min(len(jobs), int(self.capacity.most("GPU") // res.gpus))
+            request([res.as_bundle()] * at_once)
+            wait_for("GPU", min(res.gpus, per_node), CLUSTER_WAIT_S, "a GPU node for the trials", self.cfg.progress)
         name = f"{self.cfg.name}-{digest(sorted(j.key for j in jobs), 12)}"
         grid = run_trials([j.as_config() for j in jobs], self.storage, name, res, asha=self.cfg.asha,
                           progress=progress)
@@ -146,7 +167,10 @@ class RayBackend:
         return self.sweeper.drift(ws, probe_tasks)
 
     def close(self) -> None:
-        pass                        # the evaluators stay: they are detached, for paint_ray.live
+        """Withdraw this study's requests to the autoscaler (nodes may go once idle); the evaluators stay,
+        detached, for paint_ray.live, until they have been idle for --keep-evaluators."""
+        if getattr(self, "capacity", None) is not None and self.capacity.autoscales:
+            request([])
 
 
 def _history(result) -> list[dict]:

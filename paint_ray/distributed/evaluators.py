@@ -50,7 +50,7 @@ def _named() -> list[str]:
             if a["namespace"] == NAMESPACE and a["name"].startswith(PREFIX)]
 
 
-def studies() -> list[str]:
+def study_names() -> list[str]:
     """Studies with live evaluators on this cluster."""
     return sorted({n[len(PREFIX):].rsplit(":evaluator-", 1)[0] for n in _named()})
 

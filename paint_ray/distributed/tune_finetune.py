@@ -40,7 +40,7 @@ def finetune_trial(config: dict) -> None:
     from ..faults import fire_once
     from ..models.registry import load_verified
     from ..training.job import FinetuneJob, run_job
-    from ..weights.store import publish
+    from ..storage import publish
 
     _quiet_checkpoints()
     job = FinetuneJob.from_config(config["job"])
@@ -48,8 +48,8 @@ def finetune_trial(config: dict) -> None:
     cpus = max(1, int(tune.get_context().get_trial_resources().required_resources.get("CPU", 1)))
     torch.set_num_threads(cpus)
     device = resolve("cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu")
-    loaded = load_verified(job.model.spec, job.model.digest, f"node {node[:8]}")
     storage = config["storage"]
+    loaded = load_verified(job.model.spec, job.model.digest, f"node {node[:8]}", storage)
 
     def report(metrics: dict, save) -> None:
         done = metrics["step"] >= job.recipe.steps
@@ -70,21 +70,23 @@ def finetune_trial(config: dict) -> None:
         run_job(job, loaded, device, storage=storage, report=report, every=every, resume=resume if ckpt else None)
 
 
-def check_resources(resources: TrialResources) -> None:
-    """One line, before any trial starts, when the cluster cannot ever place a trial."""
-    import ray
-    total = ray.cluster_resources()
-    if resources.gpus > 0 and total.get("GPU", 0) == 0:
-        raise PaintRayError(f"--gpus-per-trial {resources.gpus:g} requested but this Ray cluster has no GPUs; "
-                            f"use --gpus-per-trial 0 to fine-tune on CPUs")
-    if resources.cpus > total.get("CPU", 0):
-        raise PaintRayError(f"--cpus-per-trial {resources.cpus:g} exceeds the cluster's {total.get('CPU', 0):g} CPUs")
+def check_resources(resources: TrialResources, capacity) -> None:
+    """One line, before any trial starts, when the cluster's node types can never place a trial."""
+    if resources.gpus > 0 and capacity.most("GPU") == 0:
+        raise PaintRayError(f"--gpus-per-trial {resources.gpus:g} requested but this Ray cluster has no GPUs"
+                            + (" and none of its node types adds any" if capacity.autoscales else "")
+                            + "; use --gpus-per-trial 0 to fine-tune on CPUs")
+    if resources.gpus > capacity.per_node("GPU"):
+        raise PaintRayError(f"--gpus-per-trial {resources.gpus:g} exceeds the {capacity.per_node('GPU'):g} GPU(s) of "
+                            f"the largest node; a trial runs on one node")
+    if resources.cpus > capacity.per_node("CPU"):
+        raise PaintRayError(f"--cpus-per-trial {resources.cpus:g} exceeds the {capacity.per_node('CPU'):g} CPUs of "
+                            f"the largest node; a trial runs on one node")
 
 
-def default_resources() -> TrialResources:
-    """One GPU per trial where GPUs exist; otherwise one CPU per trial (trials run side by side)."""
-    import ray
-    return TrialResources(cpus=1.0, gpus=1.0 if ray.cluster_resources().get("GPU", 0) else 0.0)
+def default_resources(capacity) -> TrialResources:
+    """One GPU per trial where the cluster has or can add GPUs; otherwise one CPU per trial (side by side)."""
+    return TrialResources(cpus=1.0, gpus=1.0 if capacity.most("GPU") else 0.0)
 
 
 def _progress_callback(total: int, enabled: bool):
@@ -118,10 +120,13 @@ def run_trials(jobs: list[dict], storage: str | Path, name: str, resources: Tria
     from ray.tune.schedulers import ASHAScheduler
 
     _quiet_checkpoints()
-    check_resources(resources)
+    # The study prints one progress bar for its trials: Tune's own start table, TensorBoard hint and
+    # snapshot-frequency warning (each checkpoint forces one, by design here) would read as noise.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")     # the legacy reporter honours verbose=0
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     trainable = tune.with_resources(finetune_trial, resources.as_dict())
     storage = str(storage) if "://" in str(storage) else str(Path(storage).resolve())
-    # the storage also holds the finished θ1s by name (weights_store.py): it is not part of a trial's identity
+    # the storage also holds the finished θ1s by name (storage.py): it is not part of a trial's identity
     param_space = {"job": tune.grid_search(jobs), "storage": storage}
     path = os.path.join(storage, name)
     callbacks = [_progress_callback(len(jobs), progress)]

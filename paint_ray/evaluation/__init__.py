@@ -7,5 +7,5 @@ evaluator holds (data and weights); `placement` puts eval data on evaluators by 
 a study's data and weights would go; `analysis` measures drift (CKA, weight distance); `weight_set` names
 the weights a sweep evaluates. Plain torch: Ray is imported only in `distributed`.
 
-May import: errors, identity, paths, devices, tasks, data, models, caches, weights
+May import: errors, identity, paths, storage, devices, tasks, data, models, caches, weights
 """

@@ -4,7 +4,7 @@ and eval splits, each held under a content key, every byte of it inside one budg
 Plain Python: the in-process backend holds one, distributed/evaluators.py makes it a named Ray actor. The
 host loads what it holds itself: θ0 by spec (verified by digest), heads from the node's cache or the study's
 storage (encoded here, on this device, when neither has them), shards of splits (placement.py) from its
-node's eval cache, weight sets by name from the study's storage (weights/store.py). Only keys and names
+node's eval cache, weight sets by name from the study's storage (storage.py). Only keys and names
 arrive from the driver. A task whose key changes is replaced, with the cells memoised on the old one.
 
 The budget (memory.py) covers θ0s, live θαs and heads (fixed while a model is held), the θ1s on the device
@@ -89,9 +89,10 @@ class EvaluatorHost:
         self.refs[loaded.digest] = loaded.ref
         self.loads += 1
 
-    def load_model(self, model_id: str, spec: str) -> None:
-        """θ0 of a model loaded on this node by its spec (nothing travels), checked against its digest."""
-        self.add_loaded(load_verified(spec, model_id))
+    def load_model(self, model_id: str, spec: str, storage: str | None = None) -> None:
+        """θ0 of a model loaded on this node by its spec (an embedded model may come from the storage),
+        checked against its digest."""
+        self.add_loaded(load_verified(spec, model_id, storage=storage))
 
     def load_heads(self, model_id: str, tasks: list[tuple[str, str]], data_root: str | None,
                    storage: str | None) -> None:
@@ -118,10 +119,10 @@ class EvaluatorHost:
 
     def fetch_weights(self, model_id: str, key: str, theta1: str, start: str | None, storage: str | None,
                       meta: dict | None = None) -> None:
-        """A weight set by the names of its files (weights/store.py): read from this node's cache, or fetched
+        """A weight set by the names of its files (storage.py): read from this node's cache, or fetched
         from the study's storage into it (verified). The driver sends names, never tensors."""
         from ..models.checkpoints import load_tensors
-        from ..weights.store import fetch
+        from ..storage import fetch
         files = (fetch(theta1, storage), fetch(start, storage) if start else None)
         state = load_tensors(files[0])
         begin = load_tensors(files[1]) if files[1] else None

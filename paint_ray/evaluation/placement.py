@@ -120,8 +120,9 @@ class Placement:
             name = names[i] if names else f"evaluator {i}"
             res = [h.shard for h in hs if h.resident]
             stream = [h.shard for h in hs if not h.resident]
-            lines.append(f"{name}: budget {format_bytes(self.budgets[i])}, resident {format_bytes(self.resident_bytes(i))}"
-                         f" in {len(res)} shard(s), streamed {format_bytes(self.streamed_bytes(i))} in {len(stream)}")
+            lines.append(f"{name}: room for data {format_bytes(self.budgets[i])}, resident "
+                         f"{format_bytes(self.resident_bytes(i))} in {len(res)} shard(s), streamed "
+                         f"{format_bytes(self.streamed_bytes(i))} in {len(stream)}")
             for h in sorted(hs, key=lambda h: (h.shard.task, h.shard.split, h.shard.start)):
                 s = h.shard
                 lines.append(f"    {s.task}/{s.name} @{s.image_size}px  {s.stop - s.start:>7,} images  "

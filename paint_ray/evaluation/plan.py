@@ -107,17 +107,21 @@ def _visual_params(spec: str) -> tuple[int, int]:
 
 
 def study_plan(cfg, nodes: list[NodeType]) -> str:
-    """The plan as text: splits and bytes per evaluator, what streams, θ1 traffic, the head's and the
-    driver's memory."""
+    """The plan as text: splits and bytes per evaluator (placed by work), what streams, every θ1 each
+    evaluator receives and what it keeps on its device, the peak it is budgeted for, and the driver's memory."""
     from .memory import image_size_of_spec
     evaluators = [(n, k) for n in nodes for _ in range(n.count) for k in range(max(n.gpus, 0))]
     on_gpus = bool(evaluators)
     if not on_gpus:      # CPU clusters: one evaluator per node (the Ray backend makes one per CPU up to 8)
         evaluators = [(n, 0) for n in nodes for _ in range(n.count)]
-    budgets = [cfg.eval_memory or int((n.gpu_memory if on_gpus else n.ram) * (GPU_FRACTION if on_gpus else CPU_FRACTION))
-               for n, _ in evaluators]
     sizes = {m: image_size_of_spec(m) or 224 for m in cfg.models}
     params = {m: _visual_params(m) for m in cfg.models}
+    tower = {m: params[m][0] * 4 for m in cfg.models}                       # fp32 image-tower bytes
+    fixed = sum(2 * tower[m] for m in cfg.models)                            # θ0 and the live θα per model
+    reserve = max(tower.values())                                            # room for one θ1 at a time
+    device = [n.gpu_memory if on_gpus else n.ram for n, _ in evaluators]
+    # the host's default budget (memory.default_budget): what is held plus a share of what is still free
+    budgets = [cfg.eval_memory or int(fixed + (d - fixed) * (GPU_FRACTION if on_gpus else CPU_FRACTION)) for d in device]
     refs, sources = [], {}
     for size in sorted(set(sizes.values())):
         for task in cfg.all_tasks():
@@ -125,37 +129,54 @@ def study_plan(cfg, nodes: list[NodeType]) -> str:
                 n, source = split_rows(task, split, cfg.data_root)
                 refs.append(SplitRef(task, split, f"{task}-{split}", size, n))
                 sources[source] = sources.get(source, 0) + 1
-    placement: Placement = plan(refs, budgets)
+    recipes = len(cfg.recipes())
+    # weight sets evaluated on each split: every (model, patch task, recipe) whose eval tasks include it
+    work = {r.ident: sum(recipes for m in cfg.models for p in cfg.patch_tasks
+                         if r.task in cfg.eval_tasks(p) and sizes[m] == r.image_size) for r in refs}
+    placement: Placement = plan(refs, [max(0, b - fixed - reserve) for b in budgets], work=work)
     names = [f"{n.name}#{i}" + (f" ({n.gpu} {format_bytes(n.gpu_memory)})" if on_gpus else "")
              for i, (n, _) in enumerate(evaluators)]
     lines = [f"plan for {cfg.name}: {len(cfg.models)} model(s) × {len(cfg.patch_tasks)} patch task(s) × "
-             f"{len(cfg.recipes())} recipe(s); {len(evaluators)} evaluator(s) "
+             f"{recipes} recipe(s); {len(evaluators)} evaluator(s) "
              f"({'one per GPU' if on_gpus else 'one per node'}); split sizes: "
              + ", ".join(f"{k} ({v})" for k, v in sources.items()),
              f"eval data: {format_bytes(sum(r.bytes for r in refs))} in {len(refs)} splits "
-             f"(uint8, batch {EVAL_BATCH})", ""]
+             f"(uint8, batch {EVAL_BATCH}); placed by work (bytes × weight sets evaluated on them): "
+             f"max ÷ mean work {placement.balance():.2f}", ""]
     lines.append(placement.describe(names))
-    largest = max(cfg.models, key=lambda m: params[m][0])
-    weights = 3 * params[largest][0] * 4           # θ0, one θ1 and the live θα in fp32
-    worst = max(range(len(evaluators)), key=placement.resident_bytes)
-    lines += ["", f"largest resident set: {names[worst]}: {format_bytes(placement.resident_bytes(worst))} of data + "
-                  f"{format_bytes(weights)} of {largest} weights (θ0, θ1, θα) = "
-                  f"{format_bytes(placement.resident_bytes(worst) + weights)}"
-                  + (f" on a {format_bytes(evaluators[worst][0].gpu_memory)} GPU" if on_gpus else "")]
+    lines += ["", "per evaluator: every θ1 it receives, and its device memory as budgeted (θ0 + live θα of each "
+                  "model, resident data, θ1s on the device; the rest of the budget's device share is for activations)"]
+    worst = 0.0
+    for i, (node, _) in enumerate(evaluators):
+        tasks = {h.shard.task for h in placement.held[i]}
+        held = [(m, p) for m in cfg.models for p in cfg.patch_tasks if tasks & set(cfg.eval_tasks(p))]
+        theta1s = [tower[m] for m, _ in held for _ in range(recipes)]
+        room = budgets[i] - fixed - placement.resident_bytes(i)
+        on_device = min(sum(theta1s), max(room, reserve))
+        peak = fixed + placement.resident_bytes(i) + on_device
+        worst = max(worst, peak / device[i])
+        kept = sum(1 for _ in theta1s) if sum(theta1s) <= room else f"{max(1, int(room // max(tower.values())))}+"
+        lines.append(f"  {names[i]}: receives {len(theta1s)} θ1 ({format_bytes(sum(theta1s))}), keeps {kept} on its "
+                     f"device at a time; θ0+θα {format_bytes(fixed)} + data {format_bytes(placement.resident_bytes(i))}"
+                     f" + θ1s {format_bytes(on_device)} = {format_bytes(peak)} of {format_bytes(device[i])} "
+                     f"(budget {format_bytes(budgets[i])})")
     streamed = sum(placement.streamed_bytes(i) for i in range(len(evaluators)))
-    lines.append(f"streamed (does not fit any budget): {format_bytes(streamed)}")
+    lines.append(f"largest share of a device's memory held: {100 * worst:.0f}%; streamed (fits no budget): "
+                 f"{format_bytes(streamed)}; θ1s beyond an evaluator's room wait in pinned host memory or its "
+                 f"node's cache and are copied in when their cells run (units are grouped by weight set)")
+
     def holders(tasks) -> int:      # evaluators holding any shard of these tasks: where a θ1 goes
         return len({i for i, hs in enumerate(placement.held) for h in hs if h.shard.task in tasks})
-    recipes = len(cfg.recipes())
     sends = {(m, p): holders(cfg.eval_tasks(p)) for m in cfg.models for p in cfg.patch_tasks}
-    traffic = sum(k * recipes * params[m][0] * 4 for (m, _), k in sends.items())
+    traffic = sum(k * recipes * tower[m] for (m, _), k in sends.items())
     lines.append(f"θ1 traffic: {len(sends) * recipes} θ1s, each saved once to the storage and fetched by the "
                  f"evaluators holding data of its tasks ({min(sends.values())}–{max(sends.values())} of "
                  f"{len(evaluators)}): {format_bytes(traffic)} in all")
+    largest = max(cfg.models, key=lambda m: params[m][0])
     driver = sum(params[m][1] * 4 for m in cfg.models) + 2 * params[largest][0] * 4 + 1 * GiB
     head = next((n for n in nodes if n.head), nodes[0])
-    lines.append(f"driver peak memory (on {head.name}): about {format_bytes(driver)} — every model loaded once for its "
-                 f"heads, one θ1 and one patched copy while logging to MLflow, 1 GiB for Python/torch/Ray; no eval "
-                 f"data and no θ1 in Ray's object store" + (f"; the node has {format_bytes(head.ram)} of RAM"
-                                                          if head.ram else ""))
+    lines.append(f"driver peak memory (on {head.name}): about {format_bytes(driver)} — every model loaded once, "
+                 f"one θ1 and one patched copy while logging to MLflow, 1 GiB for Python/torch/Ray; no eval data, "
+                 f"no θ1 and no head in Ray's object store; heads are encoded on the evaluators' devices"
+                 + (f"; the node has {format_bytes(head.ram)} of RAM" if head.ram else ""))
     return "\n".join(lines)

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from ..models.registry import ModelRef
-from ..weights.store import publish
+from ..storage import publish
 from .evaluator import ZERO_SHOT, Cell
 from .inventory import Inventory
 from .placement import Holding, Placement, Shard, SplitRef, plan
@@ -118,7 +118,7 @@ class Sweeper:
         {(model, task, split): placement identity}."""
         ev, digest, image_size = self.evaluators, model.digest, model.image_size
         invs = self.inventories()
-        ev.gather([ev.call(i, "load_model", digest, model.spec) for i, inv in enumerate(invs)
+        ev.gather([ev.call(i, "load_model", digest, model.spec, self.storage) for i, inv in enumerate(invs)
                    if not inv.holds_model(digest)], f"the evaluators loading {model.spec}")
         heads = sorted(task_keys.items())
         missing = [[(t, k) for t, k in heads if not inv.holds_head(digest, t, k)] for inv in invs]

@@ -1,7 +1,7 @@
 """Weights to sweep: θα = (1 − α)·start + α·θ1 for a model, keyed by content; the cells asked of them.
 
 A weight set names its files (θ1 and, for a sequential set, the start point) by their weights-store
-names, relative to PAINT_RAY_HOME (weights/store.py): every node reads them from its own cache or fetches
+names, relative to PAINT_RAY_HOME (storage.py): every node reads them from its own cache or fetches
 them from the study's storage under the same name. Its identity is its key, never a name or a path.
 """
 from __future__ import annotations
@@ -23,12 +23,12 @@ def set_key(model_digest: str, theta1_key: str, start_key: str | None) -> str:
 class WeightSet:
     """Weights to sweep over α: θα = (1 − α)·start + α·θ1, start being θ0 unless given."""
     model: ModelRef
-    theta1: str                          # weights-store name of θ1 ('finetuned/<job key>.safetensors')
+    theta1: str                          # storage name of θ1 ('finetuned/<job key>.safetensors')
     theta1_key: str
     patch_tasks: str                     # 'a' or 'a+b'
     mode: str                            # single, joint, sequential, parallel
     eval_tasks: tuple[str, ...]
-    start: str | None = None             # weights-store name of the start point (sequential)
+    start: str | None = None             # storage name of the start point (sequential)
     start_key: str | None = None
     recipe: dict = field(default_factory=dict, compare=False, hash=False)
 

@@ -6,5 +6,5 @@ local folders) and verifies it by digest; `build` builds any architecture from i
 models; `normalize` turns uint8 images into model input; `heads` builds zero-shot heads and the logits of
 a batch under a head.
 
-May import: errors, identity, paths, devices, world, tasks, data
+May import: errors, identity, paths, storage, devices, world, tasks, data
 """

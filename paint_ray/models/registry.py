@@ -123,18 +123,25 @@ def embedded_dir(name: str) -> Path:
     return home() / "models" / f"{name}-{content_digest(key, 10)}"
 
 
-def ensure_embedded(name: str, progress: bool = True, device: str = "cpu") -> Path:
-    """Pretrain the embedded model `name` unless its cached folder exists; returns the folder.
-
-    A file lock makes concurrent callers (several Ray workers on one node) pretrain once and share it.
-    """
+def ensure_embedded(name: str, progress: bool = True, device: str = "cpu", storage: str | None = None) -> Path:
+    """The embedded model `name`'s folder: from this node's cache, else from the study's `storage` (where the
+    node that pretrained it published it: seeded pretraining on another kind of CPU gives other weights), else
+    pretrained here and published there. A file lock makes concurrent callers on a node (several Ray
+    workers) pretrain or fetch once and share it."""
     from filelock import FileLock
+
+    from ..storage import exists, fetch, publish, relative_name
     path = embedded_dir(name)
     if (path / WEIGHTS_NAME).is_file():
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(path) + ".lock"):
         if (path / WEIGHTS_NAME).is_file():
+            return path
+        names = [relative_name(path / f) for f in (CONFIG_NAME, WEIGHTS_NAME)]
+        if storage and all(exists(n, storage) for n in names):
+            for n in names:                  # the weights last: their presence marks a complete folder
+                fetch(n, storage)
             return path
         recipe = EMBEDDED[name]
         torch.manual_seed(recipe.seed)
@@ -148,6 +155,9 @@ def ensure_embedded(name: str, progress: bool = True, device: str = "cpu") -> Pa
         model.cpu()
         save_model_dir(model, open_clip.get_model_config(name), path,
                        extra={"embedded": name, "recipe": recipe.as_dict(), "pretrain": summary})
+        if storage:
+            for n in names:
+                publish(home() / n, storage)
     return path
 
 
@@ -318,12 +328,14 @@ def _is_path(pretrained: str) -> bool:
     return os.sep in pretrained or pretrained.endswith((".safetensors", ".pt", ".pth", ".bin"))
 
 
-def load_model(spec: str, progress: bool = True) -> LoadedModel:
-    """Resolve a model spec (see module docstring) into a ready, eval-mode CLIP on the CPU."""
+def load_model(spec: str, progress: bool = True, storage: str | None = None) -> LoadedModel:
+    """Resolve a model spec (see module docstring) into a ready, eval-mode CLIP on the CPU (an embedded model
+    from this node's cache or the study's `storage`, pretrained only when neither has it)."""
     spec = spec.strip()
     check_spec(spec)
     if spec in EMBEDDED:
-        return _from_dir(ensure_embedded(spec, progress=progress), spec, arch=spec, pretrained="paint_ray-world")
+        return _from_dir(ensure_embedded(spec, progress=progress, storage=storage), spec, arch=spec,
+                         pretrained="paint_ray-world")
     if spec.startswith("local-dir:") or (os.sep in spec and ":" not in spec):
         return _from_dir(Path(spec.removeprefix("local-dir:")).expanduser().resolve(), spec)
     if spec.startswith("hf-hub:"):
@@ -334,10 +346,10 @@ def load_model(spec: str, progress: bool = True) -> LoadedModel:
     return _from_tag(spec, arch, pretrained)
 
 
-def load_verified(spec: str, digest: str, where: str = "this node") -> LoadedModel:
+def load_verified(spec: str, digest: str, where: str = "this node", storage: str | None = None) -> LoadedModel:
     """The model `spec` names, checked to be the one with weights `digest` (what the study loaded): a node whose
     checkpoint differs says so in one line instead of computing on other weights."""
-    loaded = load_model(spec, progress=False)
+    loaded = load_model(spec, progress=False, storage=storage)
     if loaded.digest != digest:
         raise PaintRayError(f"model {short(spec)!r} on {where} has weights {loaded.digest}, not the {digest} the "
                             f"study loaded; give every node the same checkpoint")

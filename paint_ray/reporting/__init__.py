@@ -5,5 +5,5 @@ the figures others published and `published_report` sets ours beside them (pure 
 every MLflow call (runs, metrics, artifacts, models, loading a patched model back); `transfer` is the
 broad-transfer matrix.
 
-May import: errors, identity, paths, devices, tasks, data, models, caches, weights, evaluation, config, results
+May import: errors, identity, paths, storage, devices, tasks, data, models, caches, weights, evaluation, config, results
 """

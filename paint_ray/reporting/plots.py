@@ -16,6 +16,7 @@ def frontier_plot(table: pd.DataFrame, chosen_alpha: float, title: str, path: st
     """Supported vs patch accuracy over α: points labelled with α, zero-shot and fine-tuned marked,
     the chosen α highlighted, the Pareto front drawn; `published` figures (published_report.plot_marks,
     test accuracies: give split="test") as labelled lines and a curve."""
+    table = table.dropna(subset=[f"patch_{split}"]).reset_index(drop=True)   # an adaptive search tests a few α
     x, y = 100 * table[f"patch_{split}"], 100 * table[f"supported_{split}"]
     fig, ax = plt.subplots(figsize=(6, 4.5), dpi=110)
     ax.plot(x, y, "-", color="0.75", zorder=1)
@@ -29,9 +30,10 @@ def frontier_plot(table: pd.DataFrame, chosen_alpha: float, title: str, path: st
     for a, (label, marker, color) in ends.items():
         sel = table["alpha"] == a
         ax.scatter(x[sel], y[sel], marker=marker, s=80, color=color, zorder=3, label=label)
-    sel = table["alpha"] == chosen_alpha
-    ax.scatter(x[sel], y[sel], marker="*", s=260, color="gold", edgecolor="k", zorder=4,
-               label=f"chosen α = {chosen_alpha:g}")
+    if np.isfinite(chosen_alpha):           # nan: no α within the drop budget, nothing chosen
+        sel = table["alpha"] == chosen_alpha
+        ax.scatter(x[sel], y[sel], marker="*", s=260, color="gold", edgecolor="k", zorder=4,
+                   label=f"chosen α = {chosen_alpha:g}")
     for mark in published or []:
         style = {"color": "tab:purple", "lw": 1.0, "alpha": 0.8, "zorder": 0}
         if mark["kind"] == "vline":
@@ -70,7 +72,7 @@ def scaling_plot(patched: list, table: pd.DataFrame, path: str | Path) -> Path:
     axes = axes[0]
     for ax, patch in zip(axes, patches):
         for pm in (p for p in single if p.patch == patch):
-            t = pm.frontier.sort_values("alpha")
+            t = pm.frontier.dropna(subset=["patch_test"]).sort_values("alpha")
             x, y = 100 * t["supported_test"], 100 * t["patch_test"]
             label = pm.model if pm.seed == seeds[0] else None
             ax.plot(x, y, styles[pm.seed], color=colors[pm.model], lw=1.3, marker=".", ms=4, label=label)

@@ -3,10 +3,18 @@
 The driver does all logging through an explicit MlflowClient (no global mlflow state): trial metrics
 come from Tune's results, so a trial is logged once, by one logger. A rerun finds runs by a key tag and
 does not log them twice.
+
+The patched model is an MLflow Model (a LoggedModel named `patched_model`, the run's output, its summary
+metrics linked to it): its folder is at once the MLflow Model (MLmodel, pyfunc flavour with
+weights/patched.py as loader module, paint_ray's code under code/), the open_clip `local-dir:` folder and
+paint_ray's patched folder. So `mlflow.pyfunc.load_model("runs:/RUN/patched_model")` (or
+"models:/NAME/VERSION" after `--register`) and `mlflow models serve` answer images with class
+probabilities, while `open_clip.create_model("local-dir:FOLDER")` and `paint_ray.load_patched` read it too.
 """
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import time
 import urllib.error
@@ -22,8 +30,25 @@ from ..errors import PaintRayError
 
 KEY_TAG = "paint_ray.key"
 ARTIFACT_MODEL = "patched_model"
-# The experiment kind that opens MLflow 3's UI on the model-training view (not the GenAI view).
+LOADER_MODULE = "paint_ray.weights.patched"     # its _load_pyfunc reads the folder back (no pickle)
+# The experiment kind of a model-training experiment. MLflow 3.17's UI no longer reads it to pick its view:
+# the `workflowType` in the page's address (else the browser's last choice, GenAI at first) decides, so the
+# run addresses paint_ray gives (`run_url`) carry workflowType=machine_learning.
 EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
+WORKFLOW_QUERY = "workflowType=machine_learning"
+# In every run's key: runs logged before the patched model was an MLflow Model (and before "none eligible"
+# and θ0-based sequential figures) are not found again, so a rerun logs them anew, model included.
+RUN_FORMAT = "run-format-2"
+
+
+def run_url(uri: str, experiment_id: str, run_id: str | None = None) -> str | None:
+    """The page of a run (or, without `run_id`, of the experiment) in the MLflow UI of tracking server
+    `uri`, opening on the model-training view; None for a tracking URI that is no server (a SQLite file:
+    open it with `mlflow ui`)."""
+    if not uri.startswith(("http://", "https://")):
+        return None
+    page = f"experiments/{experiment_id}" + (f"/runs/{run_id}" if run_id else "")
+    return f"{uri.rstrip('/')}/#/{page}?{WORKFLOW_QUERY}"
 
 
 def tracking_uri(out: str | Path, override: str | None = None) -> str:
@@ -47,7 +72,10 @@ def check_tracking(uri: str, timeout: float = 5.0) -> None:
 
 
 def _client(uri: str):
+    import logging
+
     from mlflow import MlflowClient
+    logging.getLogger("mlflow").setLevel(logging.WARNING)     # "Creating initial MLflow database tables..."
     return MlflowClient(tracking_uri=uri)
 
 
@@ -80,7 +108,7 @@ def log_study(result, uri: str, register: bool = False, identity: dict | None = 
     run_ids = {}
     for pm in result.patched:
         key = digest([pm.weights.key, pm.patch, pm.mode, anchored(cfg.alphas), cfg.rule, cfg.max_drop,
-                      cfg.supported, cfg.extra_tasks, identity or {}]
+                      cfg.supported, cfg.extra_tasks, identity or {}, RUN_FORMAT]
                      + ([f"published-{published.VERSION}"] if published.covers(pm.model) else []))
         found = _existing_run(client, exp_id, key)
         if found is not None:
@@ -97,15 +125,16 @@ def log_study(result, uri: str, register: bool = False, identity: dict | None = 
             client.set_terminated(rid, "FAILED")
             raise
         client.set_terminated(rid)
-        if register:
+        if register and pm.selection.eligible:          # nothing was chosen, nothing to register
             _register(client, rid, pm, summary)
         run_ids[_run_label(pm)] = rid
     return run_ids
 
 
 def _log_patched_run(client, exp_id: str, rid: str, pm, result) -> dict:
-    """Params, per-α metrics, frontier, plot, patched weights and nested trials of one run; returns the summary."""
-    from mlflow.entities import Metric, Param
+    """Params, per-α metrics, frontier, plot, the patched model and nested trials of one run; returns the
+    summary. A run whose selection has no eligible α logs no model: its tag and description say so."""
+    from mlflow.entities import LoggedModelOutput, LoggedModelStatus, Metric, Param
 
     from .plots import frontier_plot
     cfg = result.config
@@ -114,43 +143,46 @@ def _log_patched_run(client, exp_id: str, rid: str, pm, result) -> dict:
     params = {"model": pm.model, "pretrained": pm.pretrained, "patch_task": pm.patch,
               "supported_tasks": ",".join(cfg.supported), "mode": pm.mode, "data_root": cfg.data_root or "embedded",
               "alpha_grid": ",".join(f"{a:g}" for a in table["alpha"]), "selection_rule": sel.describe(),
-              "chosen_alpha": sel.alpha, "trial": pm.trial, "seed": pm.seed,
+              "chosen_alpha": sel.alpha if sel.eligible else "none eligible", "trial": pm.trial, "seed": pm.seed,
               **{f"ft_{k}": v for k, v in pm.config.items() if k != "tune_path"}}
-    metrics = []
-    value_cols = [c for c in table.columns if c.endswith(("_val", "_test"))]
-    for step, row in table.iterrows():
-        metrics.append(Metric("alpha", float(row["alpha"]), now, step))
-        metrics += [Metric(f"{c}_acc", float(row[c]), now, step) for c in value_cols if pd.notna(row[c])]
-    summary = pm.summary(cfg.supported, cfg.extra_tasks)
-    for k in ("patch_zero_shot", "patch_fine_tuned", "patch_patched", "supported_zero_shot",
-              "supported_fine_tuned", "supported_patched", "gain", "drop", "cka", "weight_distance",
-              *BUDGET_COLUMNS):
-        metrics.append(Metric(k, float(summary[k]), now, 0))
-    metrics.append(Metric("chosen_alpha", sel.alpha, now, 0))
-    client.log_batch(rid, metrics=metrics, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
-    client.log_table(rid, table, "frontier.json")
-    marks, published_note = _log_published(client, rid, pm, cfg.supported)   # nothing for uncovered models
-    if pm.coefficient_table is not None:
-        client.log_table(rid, pm.coefficient_table, "coefficients.json")
-    with tempfile.TemporaryDirectory() as tmp:
-        png = frontier_plot(table, sel.alpha, f"{pm.model}: patch {pm.patch} vs {', '.join(cfg.supported)}",
-                            Path(tmp) / "frontier.png", split="test" if marks else "val", published=marks)
-        client.log_artifact(rid, str(png))
-        from ..caches.heads import cached_head
-        from ..models.checkpoints import load_tensors
-        from ..tasks import get_task
-        from ..weights.patched import save_patched
-        from ..weights.store import fetch
-        tasks = [get_task(t, cfg.data_root) for t in cfg.eval_tasks(pm.patch)]
-        loaded = result.models[pm.model]
-        ws, storage = pm.weights, result.storage
-        folder = save_patched(loaded, load_tensors(fetch(ws.theta1, storage)), sel.alpha,
-                              load_tensors(fetch(ws.start, storage)) if ws.start else None,
-                              {t.name: cached_head(loaded, t, "cpu", storage) for t in tasks},
-                              {t.name: list(t.classnames) for t in tasks}, Path(tmp) / ARTIFACT_MODEL,
-                              {"run_id": rid, "patch": pm.patch, "model_spec": pm.model,
-                               "eval_precision": result.identity.get("precision", "fp32")})
-        client.log_artifacts(rid, str(folder), ARTIFACT_MODEL)
+    model_id = None
+    if sel.eligible:      # the LoggedModel first, so the summary metrics are logged linked to it
+        model_id = client.create_logged_model(
+            exp_id, name=ARTIFACT_MODEL, source_run_id=rid, model_type="paint_ray patched open_clip",
+            params={k: str(v)[:6000] for k, v in params.items()},
+            tags={"paint_ray.patch": pm.patch, "paint_ray.mode": pm.mode}).model_id
+    try:
+        metrics = []
+        value_cols = [c for c in table.columns if c.endswith(("_val", "_test"))]
+        for step, row in table.iterrows():
+            metrics.append(Metric("alpha", float(row["alpha"]), now, step))
+            metrics += [Metric(f"{c}_acc", float(row[c]), now, step) for c in value_cols if pd.notna(row[c])]
+        summary = pm.summary(cfg.supported, cfg.extra_tasks)
+        headline = {k: summary[k] for k in ("patch_zero_shot", "patch_fine_tuned", "patch_patched",
+                                             "supported_zero_shot", "supported_fine_tuned", "supported_patched",
+                                             "gain", "drop", "cka", "weight_distance", *BUDGET_COLUMNS)}
+        headline.update(chosen_alpha=sel.alpha, eligible=float(sel.eligible))
+        # nan is what was not measured (no α chosen, no α within a budget): left out, not logged as a number
+        metrics += [Metric(k, float(v), now, 0, model_id=model_id) for k, v in headline.items() if pd.notna(v)]
+        client.log_batch(rid, metrics=metrics, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
+        client.set_tag(rid, "paint_ray.selection", "chosen" if sel.eligible else "none eligible")
+        client.log_table(rid, table, "frontier.json")
+        marks, published_note = _log_published(client, rid, pm, cfg.supported)   # nothing for uncovered models
+        if pm.coefficient_table is not None:
+            client.log_table(rid, pm.coefficient_table, "coefficients.json")
+        with tempfile.TemporaryDirectory() as tmp:
+            png = frontier_plot(table, sel.alpha, f"{pm.model}: patch {pm.patch} vs {', '.join(cfg.supported)}",
+                                Path(tmp) / "frontier.png", split="test" if marks else "val", published=marks)
+            client.log_artifact(rid, str(png))
+            if model_id is not None:
+                folder = _save_model(client, model_id, rid, pm, result, Path(tmp) / ARTIFACT_MODEL)
+                client.log_model_artifacts(model_id, str(folder))
+                client.finalize_logged_model(model_id, LoggedModelStatus.READY)
+                client.log_outputs(rid, [LoggedModelOutput(model_id, step=0)])   # the run's "Logged models"
+    except BaseException:
+        if model_id is not None:
+            client.finalize_logged_model(model_id, LoggedModelStatus.FAILED)
+        raise
     # the run's overview shows its description first: the headline figures and the frontier plot
     client.set_tag(rid, "mlflow.note.content", _description(pm, summary, rid, published_note))
     trials = result.trials[(result.trials.model == pm.model) & (result.trials.patch == pm.patch)
@@ -160,8 +192,65 @@ def _log_patched_run(client, exp_id: str, rid: str, pm, result) -> dict:
     return summary
 
 
+def _save_model(client, model_id: str, rid: str, pm, result, folder: Path) -> Path:
+    """The MLflow Model folder of a patched model: MLmodel (pyfunc, loader module weights/patched.py, this
+    paint_ray as its code, a signature) and, in the same folder, the open_clip files and heads."""
+    import mlflow.pyfunc
+    from mlflow.models import Model
+
+    from ..caches.heads import cached_head
+    from ..models.checkpoints import load_tensors
+    from ..tasks import get_task
+    from ..weights.patched import save_patched
+    from ..storage import fetch
+    cfg = result.config
+    logged = client.get_logged_model(model_id)
+    mlflow.pyfunc.save_model(
+        str(folder), loader_module=LOADER_MODULE, code_paths=[str(Path(__file__).resolve().parents[1])],
+        mlflow_model=Model(artifact_path=logged.artifact_location, run_id=rid, model_id=model_id,
+                           model_uuid=model_id),
+        signature=_signature(), pip_requirements=_requirements())
+    for cache in folder.rglob("__pycache__"):          # compiled files of this machine's Python: not the model's
+        shutil.rmtree(cache, ignore_errors=True)
+    tasks = [get_task(t, cfg.data_root) for t in cfg.eval_tasks(pm.patch)]
+    loaded = result.models[pm.model]
+    ws, storage = pm.weights, result.storage
+    return save_patched(loaded, load_tensors(fetch(ws.theta1, storage)), pm.selection.alpha,
+                        load_tensors(fetch(ws.start, storage)) if ws.start else None,
+                        {t.name: cached_head(loaded, t, "cpu", storage) for t in tasks},
+                        {t.name: list(t.classnames) for t in tasks}, folder,
+                        {"run_id": rid, "model_id": model_id, "patch": pm.patch, "model_spec": pm.model,
+                         "eval_precision": result.identity.get("precision", "fp32")})
+
+
+def _signature():
+    """Images in (encoded bytes; base64 text over HTTP), optionally the task's head; a class per image out."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+    from mlflow.types.schema import Array
+    return ModelSignature(inputs=Schema([ColSpec("binary", "image"), ColSpec("string", "task", required=False)]),
+                          outputs=Schema([ColSpec("string", "task"), ColSpec("long", "index"),
+                                          ColSpec("string", "label"), ColSpec(Array("double"), "probabilities")]))
+
+
+def _requirements() -> list[str]:
+    """What the model's code imports, at the versions that wrote it (no inference: that would load it)."""
+    from importlib.metadata import PackageNotFoundError, version
+    out = []
+    for dist in ("torch", "torchvision", "open_clip_torch", "safetensors", "numpy", "pandas", "pillow", "mlflow"):
+        try:
+            out.append(f"{dist}=={version(dist).split('+')[0]}")
+        except PackageNotFoundError:
+            out.append(dist)
+    return out
+
+
 def _description(pm, summary: dict, rid: str, published_note: str = "") -> str:
     """Markdown for the run page: what was patched, the chosen point, and the frontier plot itself."""
+    if not pm.selection.eligible:
+        return (f"**PAINT**: {pm.model} on {pm.patch} ({pm.mode}): **none eligible**, no α keeps the supported "
+                f"drop within {pm.selection.max_drop:g} points on validation, so no model was chosen or logged.\n\n"
+                f"![accuracy frontier](get-artifact?path=frontier.png&run_uuid={rid})")
     return (f"**PAINT**: {pm.model} patched on {pm.patch} ({pm.mode}) at α = {pm.selection.alpha:g} "
             f"({pm.selection.describe()}).\n\n"
             f"Patch task {summary['patch_zero_shot']:.1%} → {summary['patch_patched']:.1%} "
@@ -217,8 +306,12 @@ def _register(client, run_id: str, pm, summary: dict) -> None:
         client.create_registered_model(name, description=description)
     except MlflowException:
         client.update_registered_model(name, description=description)
-    source = f"{client.get_run(run_id).info.artifact_uri}/{ARTIFACT_MODEL}"
-    client.create_model_version(name, source, run_id=run_id, description=description)
+    # the LoggedModel the run produced, so `models:/NAME/VERSION` loads as the MLflow Model it is. Its source
+    # is the model's artifact location, not `models:/ID`: MLflow 3.17's SQL registry resolves that through
+    # the process-wide tracking URI, not this client's, and fails for a store it was not pointed at.
+    model_id = next(o.model_id for o in client.get_run(run_id).outputs.model_outputs)
+    client.create_model_version(name, client.get_logged_model(model_id).artifact_location, run_id=run_id,
+                                description=description, model_id=model_id)
 
 
 def check_readable_store(uri: str) -> None:
@@ -244,12 +337,24 @@ def check_readable_store(uri: str) -> None:
                             f"wrote") from e
 
 
+def model_location(client, run_id: str) -> str:
+    """Where a run's patched model folder is: its LoggedModel's artifact location (MLflow 3), else (runs
+    logged before it was an MLflow Model) the run's own `patched_model` artifact. Resolved with `client`:
+    MLflow 3.17 resolves `runs:/RUN/patched_model` through the process-wide tracking URI, not the one given."""
+    run = client.get_run(run_id)
+    outputs = run.outputs.model_outputs if run.outputs else []
+    for out in outputs:
+        logged = client.get_logged_model(out.model_id)
+        if logged.name == ARTIFACT_MODEL:
+            return logged.artifact_location
+    return f"{run.info.artifact_uri}/{ARTIFACT_MODEL}"
+
+
 def load_patched(run_id: str, tracking_uri_: str | None = None, dst: str | Path | None = None):
     """The patched open_clip model and zero-shot heads logged by run `run_id`, ready for inference.
 
     With `dst` the folder is kept there; otherwise it is downloaded to a temporary folder, read, and removed."""
-    import shutil
-
+    import mlflow.artifacts
     from mlflow.exceptions import MlflowException
 
     from ..weights.patched import read_patched
@@ -267,7 +372,8 @@ def load_patched(run_id: str, tracking_uri_: str | None = None, dst: str | Path 
     target = Path(dst) if dst else Path(tempfile.mkdtemp(prefix="paint_ray_patched_"))
     try:
         try:
-            folder = Path(client.download_artifacts(run_id, ARTIFACT_MODEL, str(target)))
+            folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_location(client, run_id),
+                                                              dst_path=str(target), tracking_uri=uri))
         except (MlflowException, OSError) as e:
             raise PaintRayError(f"run {run_id!r} has no {ARTIFACT_MODEL} artifact (not a paint_ray patched model)") from e
         bundle = read_patched(folder, run_id)

@@ -4,5 +4,5 @@
 rule; `robust` summarises frontiers so that they hold across seeds (gain at a drop budget, area, trends);
 `study` holds what a study produced (each patched model, the study result).
 
-May import: errors, identity, paths, faults, models, evaluation, config
+May import: errors, identity, paths, storage, faults, models, evaluation, config
 """

@@ -29,25 +29,34 @@ METRICS = {"gain_at_1": ("gain at ≤1-point drop", +1), "gain_at_3": ("gain at 
            "drop": ("drop at the mean-rule α", -1)}
 
 
-def budget_metrics(frontier: pd.DataFrame) -> dict[str, float]:
-    """`alpha_at_B`, `gain_at_B`, `drop_at_B` for each budget B and `area` (fractions, like gain and drop)."""
+def budget_metrics(frontier: pd.DataFrame, zero_shot: pd.Series | None = None) -> dict[str, float]:
+    """`alpha_at_B`, `gain_at_B`, `drop_at_B` for each budget B and `area` (fractions, like gain and drop),
+    all measured from θ0: `zero_shot` (θ0's row) where the frontier's α = 0 is not θ0, else its α = 0 row.
+    A budget no α of the frontier is within gives nan (none eligible), never α = 0's figures."""
     t = frontier.sort_values("alpha").reset_index(drop=True)
-    zs = t[t["alpha"] == 0.0].iloc[0]
+    zs = zero_shot if zero_shot is not None else t[t["alpha"] == 0.0].iloc[0]
+    baseline = zs if zero_shot is not None else t
     out: dict[str, float] = {}
     for b in BUDGETS:
-        sel = select_alpha(t, "max-drop", b)
+        sel = select_alpha(t, "max-drop", b, baseline=baseline)
+        if not sel.eligible:
+            out.update({f"alpha_at_{b:g}": np.nan, f"gain_at_{b:g}": np.nan, f"drop_at_{b:g}": np.nan})
+            continue
         row = t[t["alpha"] == sel.alpha].iloc[0]
         out.update({f"alpha_at_{b:g}": sel.alpha, f"gain_at_{b:g}": row.patch_test - zs.patch_test,
                     f"drop_at_{b:g}": zs.supported_test - row.supported_test})
-    out["area"] = frontier_area(t)
+    out["area"] = frontier_area(t, zero_shot=zero_shot)
     return out
 
 
-def frontier_area(frontier: pd.DataFrame, max_drop: float = AREA_MAX_DROP, split: str = "test") -> float:
+def frontier_area(frontier: pd.DataFrame, max_drop: float = AREA_MAX_DROP, split: str = "test",
+                  zero_shot: pd.Series | None = None) -> float:
     """Mean over drop budgets d in [0, max_drop] points of the best gain whose supported drop is ≤ d, on the
-    frontier through the α grid (linear between grid points). A fraction; 0 when nothing gains."""
-    t = frontier.sort_values("alpha")
-    zs = t[t["alpha"] == 0.0].iloc[0]
+    frontier through the α grid (linear between grid points), gains and drops from θ0 (`zero_shot`, else the
+    α = 0 row). A fraction; 0 when nothing gains (θ0 itself: no gain at no drop). Points without `split`'s
+    accuracies (an adaptive search tests a few α only) are left out."""
+    t = frontier.dropna(subset=[f"patch_{split}"]).sort_values("alpha")
+    zs = zero_shot if zero_shot is not None else t[t["alpha"] == 0.0].iloc[0]
     gain = (t[f"patch_{split}"] - zs[f"patch_{split}"]).to_numpy(float)
     supported = t[f"supported_{split}"].to_numpy(float)
     drop = (zs[f"supported_{split}"] - supported) * 100 if np.isfinite(supported).all() else np.zeros(len(t))

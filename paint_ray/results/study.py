@@ -27,6 +27,9 @@ class PatchedModel:
     mode: str = "single"
     coefficient_table: pd.DataFrame | None = field(default=None, repr=False)   # per-task coefficients
     seed: int = 0                   # the fine-tuning seed of its trials
+    # θ0's accuracies where the frontier's α = 0 is not θ0 (a sequential step starts from the model patched
+    # so far): zero-shot figures, gains and drops are then measured from this row (selection.zero_shot_row)
+    zero_shot: pd.Series | None = field(default=None, repr=False)
 
     @property
     def label(self) -> str:
@@ -38,21 +41,32 @@ class PatchedModel:
     def trial(self) -> str:
         return self.weights.trial
 
+    def zero_shot_point(self) -> pd.Series:
+        """θ0's row: `zero_shot`, else the frontier's α = 0 row."""
+        return self.zero_shot if self.zero_shot is not None else self.frontier.set_index("alpha").loc[0.0]
+
+    def chosen_point(self) -> pd.Series:
+        """The frontier's row at the chosen α; all nan when no α was eligible (nothing was chosen)."""
+        f = self.frontier.set_index("alpha")
+        if not self.selection.eligible:
+            return pd.Series(float("nan"), index=f.columns)
+        return f.loc[self.selection.alpha]
+
     def summary(self, supported: Sequence[str], extra: Sequence[str] = ()) -> dict:
         f = self.frontier.set_index("alpha")
-        zs, ft, pa = f.loc[0.0], f.loc[1.0], f.loc[self.selection.alpha]
+        zs, ft, pa = self.zero_shot_point(), f.loc[1.0], self.chosen_point()
         row = {"model": self.model, "patch": self.patch, "mode": self.mode, "seed": self.seed, "trial": self.trial,
-               "alpha": self.selection.alpha,
+               "alpha": self.selection.alpha, "eligible": self.selection.eligible,
                "patch_zero_shot": zs.patch_test, "patch_fine_tuned": ft.patch_test, "patch_patched": pa.patch_test,
                "supported_zero_shot": zs.supported_test, "supported_fine_tuned": ft.supported_test,
                "supported_patched": pa.supported_test,
                "gain": pa.patch_test - zs.patch_test, "drop": zs.supported_test - pa.supported_test,
-               **budget_metrics(self.frontier), **self.drift}
+               **budget_metrics(self.frontier, self.zero_shot), **self.drift}
         for t in supported:
             row[f"{t}_patched"] = pa[f"{t}_test"]
         for t in extra:
             if f"{t}_test" in f.columns:
-                row.update({f"{t}_zero_shot": zs[f"{t}_test"], f"{t}_fine_tuned": ft[f"{t}_test"],
+                row.update({f"{t}_zero_shot": zs.get(f"{t}_test", float("nan")), f"{t}_fine_tuned": ft[f"{t}_test"],
                             f"{t}_patched": pa[f"{t}_test"]})
         return row
 

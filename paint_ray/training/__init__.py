@@ -4,5 +4,5 @@
 training loop (`Finetuner`: AdamW, warm-up + cosine, clipping, checkpoint and resume on any device);
 `recipe` is the reference code's recipe and per-task epochs; `augment` is its RandomResizedCrop, batched.
 
-May import: errors, identity, paths, devices, tasks, data, models, caches, weights
+May import: errors, identity, paths, storage, devices, tasks, data, models, caches, weights
 """

@@ -31,7 +31,7 @@ from ..paths import home
 from ..tasks import get_task
 from ..tasks.answer_groups import groups_of
 from ..weights.interpolate import load_floating_state
-from ..weights.store import fetch
+from ..storage import fetch
 from .finetune import FinetuneConfig, Finetuner, accuracy, visual_state
 
 # bumped when the training loop changes what a recipe produces (3: heads matmul in fp32 under autocast,
@@ -52,7 +52,7 @@ class FinetuneJob:
     task_keys: tuple[str, ...]          # caches.train.train_key of each task: its training data and prompts
     recipe: FinetuneConfig
     data_root: str | None = None
-    start: str | None = None            # weights-store name of the image encoder to start from (sequential)
+    start: str | None = None            # storage name of the image encoder to start from (sequential)
     start_key: str | None = None
     mode: str = "single"
 

@@ -7,7 +7,6 @@ exactly as the PAINT reference code does when the dataset has no validation spli
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import pickle
 import struct
@@ -23,6 +22,7 @@ from PIL import Image
 from torch.utils.data import Dataset, Subset, random_split
 
 from ...errors import PaintRayError
+from ...identity import digest
 from ..base import Task
 
 # Bumped whenever a split definition changes, so caches keyed on fingerprints never serve stale splits.
@@ -97,11 +97,18 @@ def check_layout(name: str, spec: Spec, data_root: str | os.PathLike | None) -> 
     return root.resolve()
 
 
-# Index and archive files up to this size are hashed by content; larger ones enter by size + mtime_ns.
+# Index and archive files up to this size are hashed whole; larger ones by their size, first and last MiB.
 HASH_LIMIT = 64 * 2**20
+EDGE = 2**20
+# Of an image folder, every file's relative name and size enter the fingerprint, and the first SAMPLE_BYTES
+# of SAMPLE_FILES files chosen by name (the same files wherever the tree lies) enter by content.
+SAMPLE_FILES = 1024
+SAMPLE_BYTES = 64 * 2**10
+# PAINT_RAY_FINGERPRINT=full hashes every byte of every file instead (slow on ImageNet: see `fingerprint`).
+MODES = ("sampled", "full")
 # Image folders with at least this many files are scanned once per process (see `fingerprint`).
 MEMO_MIN_FILES = 20_000
-_FOLDER_MEMO: dict[tuple[str, str], tuple[list[tuple[str, int]], str, int]] = {}
+_FOLDER_MEMO: dict[tuple[str, str, str], tuple[list[tuple[str, int]], str, int]] = {}
 
 
 def shown(value: Any, limit: int = 80) -> str:
@@ -122,30 +129,59 @@ def _unreadable(name: str, path: Path, e: OSError) -> PaintRayError:
                          f"the dataset")
 
 
+def fingerprint_mode() -> str:
+    mode = os.environ.get("PAINT_RAY_FINGERPRINT", "sampled").strip().lower() or "sampled"
+    if mode not in MODES:
+        raise PaintRayError(f"PAINT_RAY_FINGERPRINT={mode!r} is not one of {', '.join(MODES)}")
+    return mode
+
+
+def _sha1(path: Path, start: int = 0, length: int | None = None) -> str:
+    h = hashlib.sha1()
+    with open(path, "rb") as f:
+        f.seek(start)
+        left = length
+        while left is None or left > 0:
+            chunk = f.read(1 << 20 if left is None else min(1 << 20, left))
+            if not chunk:
+                break
+            h.update(chunk)
+            left = None if left is None else left - len(chunk)
+    return h.hexdigest()
+
+
 def _file_identity(name: str, path: Path) -> list[Any]:
-    """[size, sha1 of the bytes] for a file up to HASH_LIMIT, else [size, mtime_ns]."""
+    """[size, sha1 of the bytes] for a file up to HASH_LIMIT (or any file in 'full' mode), else
+    [size, sha1 of its first MiB, sha1 of its last MiB]."""
     try:
-        st = path.stat()
-        if st.st_size > HASH_LIMIT:
-            return [st.st_size, "mtime_ns", st.st_mtime_ns]
-        h = hashlib.sha1()
-        with open(path, "rb") as f:
-            while chunk := f.read(1 << 20):
-                h.update(chunk)
-        return [st.st_size, "sha1", h.hexdigest()]
+        size = path.stat().st_size
+        if size <= HASH_LIMIT or fingerprint_mode() == "full":
+            return [size, "sha1", _sha1(path)]
+        return [size, "edges", _sha1(path, 0, EDGE), _sha1(path, max(0, size - EDGE), EDGE)]
     except OSError as e:
         raise _unreadable(name, path, e) from e
 
 
-def _folder_identity(name: str, folder: Path) -> tuple[str, int, list[tuple[str, int]]]:
-    """(digest, number of files, [(folder, mtime_ns)]) of a tree: every entry's relative name, size, mtime_ns.
+def _sampled(rel: str, full: bool) -> bool:
+    """Whether a file's content enters a folder's fingerprint: every file in 'full' mode, else the files whose
+    name hashes into the lowest SAMPLE_FILES / 2**16 of the range (about SAMPLE_FILES per 65,536 files; all
+    of a small tree: see `_folder_identity`)."""
+    return full or int(hashlib.sha1(rel.encode("utf-8", "surrogateescape")).hexdigest()[:4], 16) < SAMPLE_FILES
 
-    One os.scandir pass; names are relative to `folder` and sorted per directory, so the digest does not
-    depend on where the tree lies or on the order the file system lists it. Links are followed (datasets
-    are often linked in), each real directory once.
+
+def _folder_identity(name: str, folder: Path) -> tuple[str, int, list[tuple[str, int]]]:
+    """(digest, number of files, [(folder, mtime_ns)]) of a tree: every entry's relative name and size, and the
+    content of a sample of its files (the first SAMPLE_BYTES of each; every byte of every file in 'full' mode).
+
+    One os.scandir pass; names are relative to `folder` and sorted per directory, so the digest does not depend
+    on where the tree lies, on when its files were written (a copy that does not keep mtimes is the same data)
+    or on the order the file system lists it. Links are followed (datasets are often linked in), each real
+    directory once. A tree of at most SAMPLE_FILES files has every file sampled. The folders' mtimes come
+    back for the per-process memo only (`folder_identity`); they never enter the digest.
     """
+    full = fingerprint_mode() == "full"
     h = hashlib.sha1()
-    n_files = 0
+    files: list[tuple[str, Path, int]] = []
     dirs: list[tuple[str, int]] = []
     seen: set[tuple[int, int]] = set()
     stack = [("", folder)]
@@ -167,12 +203,19 @@ def _folder_identity(name: str, folder: Path) -> tuple[str, int, list[tuple[str,
                     h.update(f"D {child}\n".encode("utf-8", "surrogateescape"))
                     subdirs.append((child, Path(e.path)))
                 else:
-                    n_files += 1
-                    h.update(f"F {child} {est.st_size} {est.st_mtime_ns}\n".encode("utf-8", "surrogateescape"))
+                    files.append((child, Path(e.path), est.st_size))
+                    h.update(f"F {child} {est.st_size}\n".encode("utf-8", "surrogateescape"))
         except OSError as e:
             raise _unreadable(name, Path(e.filename) if e.filename else path, e) from e
         stack.extend(reversed(subdirs))
-    return h.hexdigest(), n_files, dirs
+    small = len(files) <= SAMPLE_FILES
+    try:
+        for child, path, _ in files:
+            if small or _sampled(child, full):
+                h.update(f"C {child} {_sha1(path, 0, None if full else SAMPLE_BYTES)}\n".encode("utf-8", "surrogateescape"))
+    except OSError as e:
+        raise _unreadable(name, path, e) from e
+    return h.hexdigest(), len(files), dirs
 
 
 def _dirs_unchanged(dirs: list[tuple[str, int]]) -> bool:
@@ -184,7 +227,7 @@ def _dirs_unchanged(dirs: list[tuple[str, int]]) -> bool:
 
 def folder_identity(name: str, root: Path, rel: str) -> str:
     """The digest of root/rel, memoised per process per (root, rel) when the tree is large (see `fingerprint`)."""
-    key = (str(root), rel)
+    key = (str(root), rel, fingerprint_mode())
     memo = _FOLDER_MEMO.get(key)
     if memo is not None and _dirs_unchanged(memo[0]):
         return memo[1]
@@ -202,34 +245,37 @@ def forget_fingerprints() -> None:
 
 
 def fingerprint(name: str, spec: Spec, root: Path) -> str:
-    """What identifies the data by its content, not by where it lies: equal data, equal fingerprint.
+    """What identifies the data by its content, not by where it lies or when it was written: equal data, equal
+    fingerprint, so a copy on every node of a cluster (with or without its mtimes) shares one fingerprint, its
+    θ1s and its results.
 
-    It hashes the task name, SPLITS_VERSION and, by their paths relative to the data root (never the root
-    itself, so a copy of a dataset under another root shares its fingerprint and its eval-cache entries):
+    It hashes the task name, SPLITS_VERSION, the fingerprint mode and, by their paths relative to the data
+    root (never the root itself):
 
     * each index or archive file of `spec.files` (IDX files, pickles, .mat, .json, .csv, .txt, .zip) by its
-      bytes (sha1) when it is at most HASH_LIMIT (64 MiB), else by size + mtime_ns;
-    * each folder of `spec.dirs` by every file's relative name, size and mtime_ns (and every subfolder's
-      name), from one os.scandir pass over the tree.
+      bytes (sha1) when it is at most HASH_LIMIT (64 MiB), else by its size and its first and last MiB;
+    * each folder of `spec.dirs` by every file's relative name and size, every subfolder's name, and the first
+      64 KiB of a sample of about 1,024 files in 65,536 (chosen by name, so the same files on every node; all
+      files of a tree of at most 1,024).
 
-    mtime_ns is not content: a file rewritten in place with other bytes is told apart by its new mtime_ns,
-    which every write sets, not by its bytes. The gaps this leaves: a rewrite within the file system's
-    timestamp granularity of the previous write (a few ms on Linux, 2 s on FAT) that keeps the size, and a
-    tool that sets mtimes back on purpose (cp -p, rsync -t, tar x) over other bytes of the same size. A copy
-    that does not keep mtimes (plain cp -r) gets a new fingerprint: a cache miss, never a wrong hit.
+    What it costs: a stat of every file (one os.scandir pass: seconds for ImageNet's 1.28 M images) and a read
+    of 64 KiB of about 1.6% of the images (about 1.3 GB of ImageNet's ~150 GB; the test fixtures read every
+    file). The gap it leaves: a file rewritten in place with other bytes of the same size, outside the sample
+    and (for large index files) outside its first and last MiB. `PAINT_RAY_FINGERPRINT=full` closes it by
+    hashing every byte of every file (ImageNet: ~150 GB read, minutes per node at disk speed).
 
-    Scanning stats every image (1.3 M for ImageNet: seconds); so a tree of at least MEMO_MIN_FILES files is
-    scanned once per process per (root, folder) and reused while the mtimes of all its folders are unchanged,
-    which catches files added, removed or renamed. Images of such a tree rewritten in place under the same
-    names while a process runs are seen by the next process (or after `forget_fingerprints()`); smaller trees
-    are rescanned on every call.
+    Scanning stats every image; so a tree of at least MEMO_MIN_FILES files is scanned once per process per
+    (root, folder) and reused while the mtimes of all its folders are unchanged, which catches files added,
+    removed or renamed. Images of such a tree rewritten in place under the same names while a process runs are
+    seen by the next process (or after `forget_fingerprints()`); smaller trees are rescanned on every call.
     """
-    parts: list[Any] = [name, SPLITS_VERSION]
+    mode = fingerprint_mode()
+    parts: list[Any] = [name, SPLITS_VERSION] + ([] if mode == "sampled" else [mode])
     for rel in spec.files:
         parts.append([rel, *_file_identity(name, root / rel)])
     for rel in spec.dirs:
         parts.append([rel + "/", folder_identity(name, root, rel)])
-    return f"{name}-" + hashlib.sha1(json.dumps(parts).encode()).hexdigest()[:16]
+    return f"{name}-" + digest(parts)
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,8 @@ storage Ray Tune uses); whoever needs one on another node fetches it into its ow
 relative name, verified against the sha256 published beside it. The names are digests of what the weights
 were computed from, so a file under a name is never replaced by other content, and the driver passes
 names, never tensors. Zero-shot heads travel the same way (caches/heads.py).
+
+May import: errors, paths
 """
 from __future__ import annotations
 
@@ -15,8 +17,8 @@ import os
 import uuid
 from pathlib import Path
 
-from ..errors import PaintRayError
-from ..paths import home
+from .errors import PaintRayError
+from .paths import home
 
 
 def _fs(root: str):
@@ -25,6 +27,22 @@ def _fs(root: str):
     if "://" in root:
         return fs.FileSystem.from_uri(root)
     return fs.LocalFileSystem(), str(Path(root).expanduser().resolve())
+
+
+def check_writable(root: str) -> None:
+    """One line, before any work, when the storage cannot be written (a placeholder bucket, no credentials,
+    a read-only folder): every node writes θ1s and checkpoints there."""
+    probe = f"probe-{uuid.uuid4().hex[:12]}"
+    try:
+        fs, base = _fs(root)
+        fs.create_dir(base, recursive=True)
+        with fs.open_output_stream(f"{base}/{probe}") as out:
+            out.write(b"paint_ray")
+        fs.delete_file(f"{base}/{probe}")
+    except Exception as e:      # pyarrow raises OSError, ArrowInvalid, ... with the service's message
+        first = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
+        raise PaintRayError(f"storage {root!r} cannot be written ({first}); set PAINT_RAY_STORAGE (or "
+                            f"--tune-storage) to a folder or bucket every node of the cluster can write") from None
 
 
 def relative_name(path: str | Path) -> str:
