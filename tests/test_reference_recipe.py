@@ -189,7 +189,8 @@ def test_per_task_epochs_convert_to_steps_and_steps_override(tmp_path):
     # full-size MNIST: 55,000 training images after the 5,000 held out -> 430 batches of 128 per epoch
     assert steps_for_epochs(5, 55_000, 128) == 5 * 430 == 2150
     paper = FinetuneConfig(**{k: v[0] for k, v in PAPER_SEARCH_SPACE.items()})
-    assert (paper.augment, paper.order, paper.precision, paper.lr, paper.warmup_steps) == ("rrc", "epochs", "fp32",
+    # TF32 matmuls (on Ampere and newer GPUs; plain fp32 on CPUs) by default, --finetune-precision fp32 for strict
+    assert (paper.augment, paper.order, paper.precision, paper.lr, paper.warmup_steps) == ("rrc", "epochs", "tf32",
                                                                                           1e-5, 500)
     assert resolve(paper, "mnist", 55_000, PAPER_EPOCHS).steps == 2150
     assert resolve(paper, "kitti_distance", 5_000, PAPER_EPOCHS) == paper          # none listed: 2,000 steps
@@ -200,7 +201,10 @@ def test_per_task_epochs_convert_to_steps_and_steps_override(tmp_path):
     from paint_ray.cli.study import build_parser, config_from_args
     args = ["--preset", "paper", "--out", str(tmp_path)]
     cfg = config_from_args("scaling", scaling.PRESETS, build_parser("scaling", scaling.PRESETS, None).parse_args(args))
-    assert cfg.epochs == PAPER_EPOCHS and cfg.recipes()[0].precision == "fp32"
+    assert cfg.epochs == PAPER_EPOCHS and cfg.recipes()[0].precision == "tf32"
+    strict = config_from_args("scaling", scaling.PRESETS, build_parser("scaling", scaling.PRESETS, None).parse_args(
+        [*args, "--finetune-precision", "fp32"]))
+    assert strict.recipes()[0].precision == "fp32"
     cfg = config_from_args("scaling", scaling.PRESETS, build_parser("scaling", scaling.PRESETS, None).parse_args(
         [*args, "--steps", "7", "--finetune-precision", "bf16", "--augment", "shift", "--order", "replacement"]))
     assert cfg.epochs == {} and cfg.recipes()[0].steps == 7 and cfg.recipes()[0].precision == "bf16"
