@@ -130,8 +130,8 @@ def ray_state():
     import ray
     if not ray.is_initialized():
         return False, []
-    from paint_ray.distributed.evaluators import studies
-    return True, studies()
+    from paint_ray.distributed.evaluators import study_names
+    return True, study_names()
 
 
 def test_plan_for_the_paper_preset_on_cluster_yaml(capsys):

@@ -92,7 +92,9 @@ def test_two_studies_keep_their_own_evaluators_and_live_reaches_each(ray_local, 
     rb = run_study(b)
     assert evaluator_names(study_id(a)) == names_a            # b neither reused nor killed a's evaluators
     assert set(evaluator_names(study_id(b))).isdisjoint(names_a)
-    assert {study_id(a), study_id(b)} <= set(live.studies())
+    listed = live.studies()                                   # one row per live evaluator, with its study
+    assert {study_id(a), study_id(b)} <= set(listed["study"])
+    assert set(listed.loc[listed["study"] == study_id(a), "evaluator"]) == set(names_a)
     for cfg, result in ((a, ra), (b, rb)):
         assert live.connect(study_id(cfg)) == study_id(cfg)
         inventories = live.evaluators()
