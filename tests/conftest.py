@@ -169,3 +169,48 @@ def run_cli(*args: str, env: dict | None = None, timeout: float = 300) -> subpro
     """Run `python -m paint_ray ARGS` as a user would, in a subprocess (the suite keeps one such run per
     entry point; everything else calls `paint_ray.cli.main` in process through `run_main`)."""
     return run_process([sys.executable, "-m", "paint_ray", *args], env, timeout)
+
+
+def _free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3():
+    """A moto S3 server of this module's own on 127.0.0.1, a bucket in it, and the environment to reach it."""
+    port = _free_port()
+    import time
+    import urllib.request
+    server = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
+           "AWS_DEFAULT_REGION": "us-east-1"}
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                urllib.request.urlopen(env["AWS_ENDPOINT_URL"], timeout=2)
+                break
+            except OSError:
+                if time.time() > deadline:
+                    raise
+                time.sleep(0.5)
+        import boto3
+        boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], aws_access_key_id="test", aws_secret_access_key="test",
+                     region_name="us-east-1").create_bucket(Bucket="paint-ray-test")
+        saved = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
+        yield "s3://paint-ray-test"
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+

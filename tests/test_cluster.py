@@ -23,7 +23,6 @@ import pytest
 import yaml
 
 from conftest import TINY
-from test_storage import s3  # noqa: F401,F811  (the local S3 server fixture)
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
