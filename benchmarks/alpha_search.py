@@ -36,7 +36,8 @@ def run(cfg: StudyConfig, sets_from: Pipeline | None = None):
         sel = select_alpha(table, cfg.rule, cfg.max_drop)
         row = table[table.alpha == sel.alpha].iloc[0]
         zero = table[table.alpha == 0.0].iloc[0]
-        chosen[ws.key] = (ws.trial, sel.alpha, row.patch_test - zero.patch_test)
+        n_val = int(frame[(frame.weights == ws.key) & (frame.split == "val")]["n"].max())
+        chosen[ws.key] = (ws.trial, sel.alpha, row.patch_test - zero.patch_test, sel.score, n_val)
     return chosen, len(frame), int(frame["n"].sum()), pipe.timings.get("search_rounds", 0)
 
 
@@ -63,13 +64,16 @@ def main() -> int:
             totals["search"][0] += s_cells
             totals["search"][1] += s_images
             agree = 0
-            for key, (trial, a_grid, gain_grid) in grid.items():
-                _, a_search, gain_search = search[key]
+            for key, (trial, a_grid, gain_grid, score_grid, n) in grid.items():
+                _, a_search, gain_search, score_search, _ = search[key]
                 ok = abs(a_grid - a_search) <= args.delta + 1e-9
                 agree += ok
                 if not ok:
-                    misses.append(f"{rule} {trial}: grid α {a_grid:g}, search α {a_search:g}, test gain "
-                                  f"{100 * gain_grid:+.1f} vs {100 * gain_search:+.1f}")
+                    # one standard error of a validation accuracy near the score: what the split can tell apart
+                    se = (max(1e-9, score_grid * (1 - score_grid)) / n) ** 0.5
+                    misses.append(f"{rule} {trial}: grid α {a_grid:g}, search α {a_search:g}; validation score "
+                                  f"{100 * score_grid:.2f} vs {100 * score_search:.2f} ({(score_grid - score_search) / se:.1f} "
+                                  f"standard errors); test gain {100 * gain_grid:+.1f} vs {100 * gain_search:+.1f}")
             diffs = [abs(grid[k][2] - search[k][2]) * 100 for k in grid]
             print(f"{rule}{'' if max_drop is None else f' ≤{max_drop:g}'}: grid {g_cells:,} cells / {g_images:,} images; "
                   f"search {s_cells:,} cells / {s_images:,} images in {rounds} rounds "

@@ -22,7 +22,7 @@ from .models.registry import ModelRef
 from .caches.train import train_key
 from .models.checkpoints import load_tensors, save_tensors
 from .paths import home
-from .storage import fetch, publish, relative_name
+from .storage import fetch, file_digest, publish, relative_name
 from .evaluation.weight_set import WeightSet, set_key
 from .config import SPLITS, StudyConfig, anchored
 from .caches.eval import task_key
@@ -121,7 +121,9 @@ class Pipeline:
         supported and the extra tasks."""
         job = trial.job
         patch = "+".join(patch_tasks or job.tasks)
-        return WeightSet(job.model, relative_name(job.path), job.key, patch, job.mode,
+        # identified by the θ1's bytes, not the job's key: a θ1 trained again elsewhere (another CPU, another
+        # thread count: its floats differ in the last bits) gets rows of its own instead of mixing with these
+        return WeightSet(job.model, relative_name(job.path), file_digest(job.path), patch, job.mode,
                          tuple(self.cfg.eval_tasks(patch)), start, start_key, recipe=job.recipe.as_dict())
 
     def save_weights(self, state: dict, kind: str, key: str) -> str:
@@ -374,7 +376,7 @@ class Pipeline:
         trials = pd.DataFrame([{"model": tr.job.model.spec, "patch": "+".join(tr.job.tasks), "mode": tr.job.mode,
                                 "trial": f"{'+'.join(tr.job.tasks)}-{tr.job.key[:8]}", "key": tr.job.key,
                                 "seed": tr.job.recipe.seed,
-                                "weights": set_key(tr.job.model.digest, tr.job.key, tr.job.start_key),
+                                "weights": set_key(tr.job.model.digest, file_digest(tr.path), tr.job.start_key),
                                 "theta1": relative_name(tr.path), "start": tr.job.start or "", "recipe": tr.job.recipe.as_dict(),
                                 "patch_val_acc": tr.val_acc, "history": tr.history, "path": tr.tune_path,
                                 "node_id": tr.node_id, "cached": tr.cached} for tr in self.trials])

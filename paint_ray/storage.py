@@ -12,6 +12,7 @@ May import: errors, paths
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import uuid
@@ -60,6 +61,18 @@ def _sha256(path: Path) -> str:
         while chunk := f.read(1 << 24):
             h.update(chunk)
     return h.hexdigest()
+
+
+def file_digest(path: str | Path, length: int = 16) -> str:
+    """The content identity of a file: its sha256, cut to `length` hex characters (hashed once per process
+    while the file's size and mtime stay as they were)."""
+    st = Path(path).stat()
+    return _digest_of(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)[:length]
+
+
+@functools.lru_cache(maxsize=4096)
+def _digest_of(path: str, size: int, mtime_ns: int) -> str:
+    return _sha256(Path(path))
 
 
 def exists(name: str, root: str) -> bool:

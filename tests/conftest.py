@@ -1,10 +1,18 @@
-"""Shared fixtures: one cache home and one pretrained tiny model for the whole session."""
+"""Shared fixtures: one cache home, one pretrained tiny model and one local Ray for the whole session; one
+StudyConfig factory (`study_config`), one reader of every results part as written (`raw_rows`), and the
+helpers that run a command line in this process (`run_main`) or, once per entry point, as a real process
+(`run_cli`).
+
+Markers (pyproject.toml): `ray` for tests on a Ray cluster (given automatically to every test that uses
+`ray_local`), `slow` for tests that fine-tune or run whole studies, `browser` for the Chromium check.
+`scripts/test.sh --quick` runs the rest."""
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -23,6 +31,15 @@ import torch  # noqa: E402
 torch.set_num_threads(2)
 
 TINY = "toy-xs"
+# a recipe that fine-tunes toy-xs in a few seconds (studies that need a trained θ1, not a good one)
+RECIPE = {"lr": [3e-3], "steps": [6], "batch_size": [32], "warmup_steps": [1]}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Every test on a Ray cluster is marked `ray`, whether it says so or only asks for one."""
+    for item in items:
+        if {"ray_local", "gpu_cluster"} & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.ray)
 
 
 @pytest.fixture(scope="session")
@@ -52,6 +69,59 @@ def ray_local(tiny):
         ray.shutdown()
 
 
+def make_study_config(out, **changes):
+    """A small study of the tiny model: patch colors, support shapes, α 0/0.5/1, `RECIPE`, no MLflow, no bars."""
+    from paint_ray.config import StudyConfig
+    base = dict(name="t", models=[TINY], patch_tasks=["colors"], supported=["shapes"], alphas=[0.0, 0.5, 1.0],
+                out=str(out), search_space=RECIPE, progress=False, mlflow=False)
+    base.update(changes)
+    return StudyConfig(**base)
+
+
+@pytest.fixture(scope="session")
+def study_config() -> Callable[..., "StudyConfig"]:  # noqa: F821
+    """`study_config(out, **changes)`: the one StudyConfig factory of the suite (make_study_config)."""
+    return make_study_config
+
+
+def raw_rows(out) -> "pd.DataFrame":  # noqa: F821
+    """Every row of every results part under `out`/results as written, without de-duplication (a cell
+    evaluated twice shows up twice); an empty frame when there is no part."""
+    import pandas as pd
+    import pyarrow.parquet as pq
+    parts = sorted((Path(out) / "results").glob("part-*.parquet"))
+    return pd.concat([pq.read_table(p).to_pandas() for p in parts], ignore_index=True) if parts else pd.DataFrame()
+
+
+def run_main(main: Callable, argv: Sequence[str], capsys) -> tuple[int, str, str]:
+    """Run a command line's `main(argv)` in this process: (exit code, stdout, stderr). argparse's usage
+    errors exit through SystemExit, the rest return their code; both count."""
+    try:
+        code = main(list(argv))
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def one_line_error(code: int, err: str) -> str:
+    """The single `paint-ray: error:` line of a refused command line (exit 2, no traceback)."""
+    lines = err.strip().splitlines()
+    assert code == 2, (code, err[-1500:])
+    assert len(lines) == 1 and lines[0].startswith("paint-ray: error: ") and "Traceback" not in err, err[-1500:]
+    return lines[0]
+
+
+def load_script(name: str):
+    """experiments/NAME.py as a module (its PRESETS, __doc__ and main), without running it."""
+    import importlib.util
+    path = Path(__file__).resolve().parents[1] / "experiments" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"experiments_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.fixture
 def offline_hub(tmp_path, monkeypatch) -> Path:
     """An empty Hugging Face cache, offline: nothing can be fetched, only what the cache holds is found."""
@@ -73,13 +143,74 @@ def hub_snapshot(hub: Path, repo: str) -> Path:
     root = hub / f"models--{repo.replace('/', '--')}"
     commit = hashlib.sha1(f"paint_ray test {repo}".encode()).hexdigest()
     snapshot = root / "snapshots" / commit
-    snapshot.mkdir(parents=True)
-    (root / "refs").mkdir()
+    snapshot.mkdir(parents=True, exist_ok=True)      # a kept test home (PAINT_RAY_TEST_HOME) has it already
+    (root / "refs").mkdir(exist_ok=True)
     (root / "refs" / "main").write_text(commit)
     return snapshot
 
 
+def run_process(cmd: Sequence[str], env: dict | None = None, timeout: float = 600, **kw) -> subprocess.CompletedProcess:
+    """Run `cmd` as its own process group (session), output captured. If it outlives `timeout`, that group
+    (the process this test started and whatever it started, a Ray cluster of its own included) is killed
+    by its id and the test fails; nothing else on the machine is touched."""
+    import signal
+    proc = subprocess.Popen(list(cmd), env={**os.environ, **(env or {})}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True, **kw)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"{' '.join(map(str, cmd))[:200]} ran past {timeout:g} s: {err[-2000:]}")
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
 def run_cli(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    """Run `python -m paint_ray ARGS` as a user would, in a subprocess."""
-    return subprocess.run([sys.executable, "-m", "paint_ray", *args], capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, **(env or {})})
+    """Run `python -m paint_ray ARGS` as a user would, in a subprocess (the suite keeps one such run per
+    entry point; everything else calls `paint_ray.cli.main` in process through `run_main`)."""
+    return run_process([sys.executable, "-m", "paint_ray", *args], env, timeout)
+
+
+def _free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3():
+    """A moto S3 server of this module's own on 127.0.0.1, a bucket in it, and the environment to reach it."""
+    port = _free_port()
+    import time
+    import urllib.request
+    server = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
+           "AWS_DEFAULT_REGION": "us-east-1"}
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                urllib.request.urlopen(env["AWS_ENDPOINT_URL"], timeout=2)
+                break
+            except OSError:
+                if time.time() > deadline:
+                    raise
+                time.sleep(0.5)
+        import boto3
+        boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], aws_access_key_id="test", aws_secret_access_key="test",
+                     region_name="us-east-1").create_bucket(Bucket="paint-ray-test")
+        saved = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
+        yield "s3://paint-ray-test"
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+

@@ -4,15 +4,9 @@ results written. Run in-process through the same entry points a user's command r
 the study scripts' `main_for`), plus one subprocess per command line to show the process itself is clean."""
 from __future__ import annotations
 
-import importlib.util
-import time
-from pathlib import Path
-
 import pytest
 
-from conftest import TINY, run_cli
-
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import TINY, load_script, one_line_error, run_cli, run_main
 
 PATCH = [
     (["--batch-size", "0"], "--batch-size 0"),
@@ -26,35 +20,24 @@ PATCH = [
     (["--label-smoothing", "1.5"], "--label-smoothing 1.5"),
     (["--device", "foo"], "--device 'foo'"),
     (["--max-drop", "nan"], "--max-drop nan"),
-    (["--supported", ""], "--supported ''"),
+    (["--supported", ""], "--supported names no task"),
     (["--alphas", "0:1:1e-9"], "1,000,000,001 values"),
     (["--steps", "10", "--warmup-steps", "20"], "--steps 10 is at or below the warm-up"),
     (["--model", "x" * 500], "unknown model spec"),
 ]
 
 
-def _one_line(capsys) -> str:
-    err = capsys.readouterr().err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("paint-ray: error: ") and "Traceback" not in err, err
-    return lines[0]
+def refused(main, argv, capsys) -> str:
+    code, _, err = run_main(main, argv, capsys)
+    return one_line_error(code, err)
 
 
 @pytest.mark.parametrize("args,needle", PATCH, ids=[" ".join(a)[:40] for a, _ in PATCH])
 def test_patch_options(args, needle, tmp_path, capsys):
     from paint_ray.cli import main
-    start = time.time()
-    assert main(["patch", "--model", TINY, *args, "--out", str(tmp_path / "o")]) == 2
-    line = _one_line(capsys)
+    line = refused(main, ["patch", "--model", TINY, *args, "--out", str(tmp_path / "o")], capsys)
     assert needle in line and len(line) < 400 and "x" * 100 not in line    # a bad value is echoed cut short
-    assert not (tmp_path / "o" / "results").exists() and time.time() - start < 10
-
-
-def _study(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "experiments" / f"{name}.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    return script
+    assert not (tmp_path / "o").exists()                 # refused before anything was written
 
 
 STUDY = [
@@ -73,30 +56,30 @@ STUDY = [
 def test_study_options(args, needle, tmp_path, capsys):
     import ray
     from paint_ray.cli.study import main_for
-    script = _study("scaling")
+    script = load_script("scaling")
     was_up = ray.is_initialized()
-    start = time.time()
     argv = ([] if "--models" in args else ["--models", TINY]) + [*args, "--out", str(tmp_path / "o"), "--quiet"]
-    assert main_for("scaling", script.PRESETS, script.__doc__, argv) == 2
-    line = _one_line(capsys)
+    line = refused(lambda a: main_for("scaling", script.PRESETS, script.__doc__, a), argv, capsys)
     assert needle in line
-    assert ray.is_initialized() == was_up and not (tmp_path / "o" / "tune").exists() and time.time() - start < 10
+    assert ray.is_initialized() == was_up and not (tmp_path / "o" / "tune").exists()   # before Ray or Tune
 
 
 def test_load_is_read_only_and_one_line(tmp_path, capsys):
     from paint_ray.cli import main
     missing = tmp_path / "nowhere" / "mlflow.db"
-    assert main(["load", "abc", "--tracking-uri", f"sqlite:///{missing}"]) == 2
-    assert "no MLflow database at" in _one_line(capsys)
+    assert "no MLflow database at" in refused(main, ["load", "abc", "--tracking-uri", f"sqlite:///{missing}"], capsys)
     assert not missing.parent.exists()                           # nothing created to find that out
     garbage = tmp_path / "garbage.db"
     garbage.write_bytes(b"not a database" * 100)
-    assert main(["load", "abc", "--tracking-uri", f"sqlite:///{garbage}"]) == 2
-    assert "is not an MLflow database" in _one_line(capsys)
-    assert main(["load", "abc", "--tracking-uri", "ftp://example/x"]) == 2
-    assert "unknown scheme 'ftp'" in _one_line(capsys)
+    assert "is not an MLflow database" in refused(main, ["load", "abc", "--tracking-uri", f"sqlite:///{garbage}"],
+                                                  capsys)
+    assert "unknown scheme 'ftp'" in refused(main, ["load", "abc", "--tracking-uri", "ftp://example/x"], capsys)
 
 
 def test_a_bad_option_is_one_clean_line_from_a_real_process(tmp_path):
+    """The suite's one real `python -m paint_ray` process: exit 2 and exactly one line on stderr, nothing
+    on stdout (no warning or banner printed on the way, which an in-process capture would not see)."""
     patch = run_cli("patch", "--model", TINY, "--lr", "nan", "--out", str(tmp_path / "p"))
     assert patch.returncode == 2 and patch.stderr.count("\n") == 1 and "--lr nan" in patch.stderr
+    assert patch.stdout == "" and patch.stderr.startswith("paint-ray: error: ")
+    assert not (tmp_path / "p").exists()

@@ -1,26 +1,28 @@
-"""The case-study scripts end to end on the tiny model: each runs its study and its own report."""
+"""The case-study scripts end to end on the tiny model: each runs its study and its own report.
+
+In process (--local): a report reads the study's result, whichever backend produced it (test_ray.py and
+test_ray_identity.py run studies on Ray)."""
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pandas as pd
-from conftest import TINY
+import pytest
+from conftest import TINY, load_script
 
-ROOT = Path(__file__).resolve().parents[1]
-QUICK = ["--models", TINY, "--steps", "3", "--warmup-steps", "1", "--alphas", "0,1", "--no-mlflow", "--quiet"]
+pytestmark = pytest.mark.slow
+QUICK = ["--models", TINY, "--steps", "3", "--warmup-steps", "1", "--alphas", "0,1", "--no-mlflow", "--quiet",
+         "--local"]
 
 
 def _run(study: str, out: Path, capsys, *extra: str) -> str:
-    spec = importlib.util.spec_from_file_location(study, ROOT / "experiments" / f"{study}.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script(study)
     from paint_ray.cli.study import main_for
     assert main_for(study, script.PRESETS, script.__doc__, [*QUICK, *extra, "--out", str(out)], script.report) == 0
     return capsys.readouterr().out
 
 
-def test_counting_reports_unseen_and_seen_counts(ray_local, tmp_path, capsys):
+def test_counting_reports_unseen_and_seen_counts(tiny, tmp_path, capsys):
     text = _run("counting", tmp_path, capsys)
     # two fine-tuning seeds by default, each reported
     assert f"{TINY} seed 0: unseen counts 4-6 " in text and f"{TINY} seed 1: unseen counts 4-6 " in text
@@ -30,7 +32,7 @@ def test_counting_reports_unseen_and_seen_counts(ray_local, tmp_path, capsys):
     assert summary[["patch_zero_shot", "counting_seen_zero_shot", "supported_patched"]].notna().all().all()
 
 
-def test_typographic_reports_attacked_and_clean_images(ray_local, tmp_path, capsys):
+def test_typographic_reports_attacked_and_clean_images(tiny, tmp_path, capsys):
     text = _run("typographic", tmp_path, capsys)
     assert f"{TINY}: attacked shapes " in text and "clean shapes" in text
     summary = pd.read_parquet(tmp_path / "typographic_summary.parquet")
@@ -39,7 +41,7 @@ def test_typographic_reports_attacked_and_clean_images(ray_local, tmp_path, caps
     assert {"shapes_attacked", "shapes", "colors", "digits"} <= set(rows.eval_task)
 
 
-def test_transfer_matrix_has_every_patch_task_against_every_task(ray_local, tmp_path, capsys):
+def test_transfer_matrix_has_every_patch_task_against_every_task(tiny, tmp_path, capsys):
     text = _run("transfer", tmp_path, capsys, "--patch", "digits_0to4,digits_5to9")
     assert "largest off-diagonal transfer (patched): patching" in text
     assert "largest off-diagonal transfer (fine-tuned): patching" in text

@@ -23,7 +23,6 @@ import pytest
 import yaml
 
 from conftest import TINY
-from test_storage import s3  # noqa: F401,F811  (the local S3 server fixture)
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -163,53 +162,47 @@ STUDY = ["experiments/scaling.py", "--models", TINY, "--patch", "colors", "--sup
          "--warmup-steps", "1", "--batch-size", "16", "--seeds", "0", "--alphas", "0,0.5,1", "--quiet", "--no-mlflow"]
 
 
+LIVE = """
+import json
+import paint_ray.live as live
+study = live.connect()
+table = live.studies()
+print("EVALUATORS", json.dumps(sorted(set(table.node))), len(table))
+rows = live.sweep("%s", alphas=[0.25], splits=["val"])
+print("ROWS", len(rows), sorted(set(rows.eval_task)))
+""" % TINY
+
+
 def test_study_on_an_autoscaling_cluster_asks_for_gpu_nodes_runs_there_and_lets_them_go(cluster):
     """Right after `ray up` no GPU node is up: the study decides GPU use from the node types, asks the autoscaler
-    for nodes, runs its trials and evaluators there, and once its evaluators have been idle for
+    for nodes, runs its trials and evaluators there (each node with a home of its own), a separate Python
+    session reaches the live evaluators as the README shows, and once they have been idle for
     --keep-evaluators they end and the autoscaler removes the workers."""
     [head] = cluster.nodes()
     assert head["gpus"] == 0                                                # only the CPU head at first
     out = cluster.tmp / "study"
-    r = cluster.run(*STUDY, "--out", str(out), "--keep-evaluators", "20s", "--evaluators", "2")
+    r = cluster.run(*STUDY, "--out", str(out), "--keep-evaluators", "45s", "--evaluators", "2")
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     import pandas as pd
     trials = pd.concat(pd.read_json(p, lines=True) for p in (cluster.storage).rglob("result.json"))
     gpu_nodes = {n["id"] for n in cluster.nodes() if n["gpus"]}
     assert set(trials.node_id) <= gpu_nodes and head["id"] not in set(trials.node_id)   # trials ran on GPU workers
-    probe = cluster.run("-c", "import json, paint_ray.live as live; live.connect(); "
-                              "print('EVALUATORS', json.dumps(sorted({inv.node_id for inv in live.evaluators().values()})))",
-                        timeout=300)
-    assert probe.returncode == 0, probe.stderr[-2000:]
-    where = json.loads(next(line for line in probe.stdout.splitlines() if line.startswith("EVALUATORS "))[11:])
-    assert where and set(where) <= gpu_nodes                               # so did the evaluators
+    live = cluster.run("-c", LIVE, timeout=300)                            # `live` from a separate process
+    assert live.returncode == 0, live.stdout[-2000:] + live.stderr[-3000:]
+    line = next(x for x in live.stdout.splitlines() if x.startswith("EVALUATORS "))
+    where = json.loads(line[len("EVALUATORS "):].rsplit(" ", 1)[0])
+    assert where and set(where) <= gpu_nodes and line.endswith(" 2")       # both evaluators, on GPU workers
+    assert "ROWS 2 ['colors', 'shapes']" in live.stdout                   # swept there, nothing reloaded
     # node-local state: each worker node has its own home, with its own eval cache and fetched weights
     homes = {p.name for p in cluster.homes.iterdir()}
     assert "driver" in homes and len(homes - {"driver"}) >= 1, homes
     assert list((cluster.storage / "weights" / "finetuned").glob("*.safetensors.sha256"))
     assert any(list((cluster.homes / h / "eval_cache").glob("*")) for h in homes - {"driver"})
-    # the evaluators end after 20 s idle; then the autoscaler removes the idle GPU workers
-    deadline = time.time() + 240
+    # the evaluators end after 45 s idle; then the autoscaler removes the idle GPU workers
+    deadline = time.time() + 300
     while time.time() < deadline and len(cluster.nodes()) > 1:
         time.sleep(5)
     assert len(cluster.nodes()) == 1, "the GPU workers did not idle out after the evaluators ended"
-
-
-def test_a_study_whose_storage_is_s3_on_a_local_server_carries_checkpoints_and_weights_there(cluster, s3):
-    """pyarrow's S3 filesystem carries the Tune experiment, the θ1s (with their sha256) and the heads; the
-    worker nodes reach it with the driver's AWS settings."""
-    import boto3
-    bucket = s3.removeprefix("s3://")
-    aws = {k: os.environ[k] for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
-                                      "AWS_DEFAULT_REGION")}
-    r = cluster.run(*STUDY, "--out", str(cluster.tmp / "s3"), "--keep-evaluators", "15s", "--evaluators", "1",
-                    "--lr", "2e-3", env={**aws, "PAINT_RAY_STORAGE": f"{s3}/study"})
-    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
-    client = boto3.client("s3", endpoint_url=aws["AWS_ENDPOINT_URL"], aws_access_key_id="test",
-                          aws_secret_access_key="test", region_name="us-east-1")
-    keys = [o["Key"] for o in client.list_objects_v2(Bucket=bucket, Prefix="study/")["Contents"]]
-    assert any(k.startswith("study/weights/finetuned/") and k.endswith(".safetensors") for k in keys)
-    assert any(k.endswith(".safetensors.sha256") for k in keys)
-    assert any("/checkpoint_" in k for k in keys) and any(k.endswith("result.json") for k in keys)
 
 
 def test_two_studies_on_one_cluster_both_finish_without_killing_each_others_evaluators(cluster):
@@ -224,32 +217,30 @@ def test_two_studies_on_one_cluster_both_finish_without_killing_each_others_eval
         assert (cluster.tmp / f"two{i}" / "scaling.parquet").is_file()
 
 
-def test_live_from_a_separate_python_process_connects_lists_and_sweeps(cluster):
-    out = cluster.tmp / "live_study"
-    r = cluster.run(*STUDY, "--out", str(out), "--keep-evaluators", "10m", "--evaluators", "1")
-    assert r.returncode == 0, r.stderr[-3000:]
-    script = ("import paint_ray.live as live\n"
-              "study = live.connect()\n"
-              "print('studies', len(live.studies()))\n"
-              "rows = live.sweep('%s', alphas=[0.25], splits=['val'])\n"
-              "print('rows', len(rows), sorted(set(rows.eval_task)))\n"
-              "print('shutdown', live.shutdown())\n" % TINY)
-    live_run = cluster.run("-c", script, timeout=600)
-    assert live_run.returncode == 0, live_run.stdout[-2000:] + live_run.stderr[-3000:]
-    assert "rows 2 ['colors', 'shapes']" in live_run.stdout and "shutdown 1" in live_run.stdout
-
-
-def test_the_readme_job_step_runs_as_written_with_token_auth_and_a_runtime_env(cluster):
+def test_the_readme_job_step_runs_as_written_with_token_auth_a_runtime_env_and_s3_storage(cluster, s3):
     """`ray job submit` with the token step, a --working-dir and a --runtime-env-json that sets env_vars: the
-    driver adds its variables to the job's runtime env instead of replacing it (Ray refuses two of one key)."""
-    env = {"RAY_ADDRESS": f"http://127.0.0.1:{cluster.dashboard}"}
-    runtime = json.dumps({"env_vars": {"PAINT_RAY_HOME": str(cluster.homes / "{node}"),
-                                       "PAINT_RAY_EVAL_PRECISION": "fp32"}})
+    driver adds its variables to the job's runtime env instead of replacing it (Ray refuses two of one key).
+    The job's storage is s3:// on a local S3 server: pyarrow's S3 filesystem carries the Tune experiment and
+    the θ1s (with their sha256), and the worker nodes reach it with the job's AWS settings."""
+    import boto3
+    bucket = s3.removeprefix("s3://")
+    aws = {k: os.environ[k] for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+                                      "AWS_DEFAULT_REGION")}
+    runtime = json.dumps({"env_vars": {"PAINT_RAY_HOME": str(cluster.homes / "{node}"), "PAINT_RAY_EVAL_PRECISION": "fp32",
+                                       "PAINT_RAY_STORAGE": f"{s3}/job", **aws}})
     cmd = [RAY, "job", "submit", "--working-dir", str(ROOT), "--runtime-env-json", runtime, "--",
-           "python", *STUDY, "--out", str(cluster.tmp / "job"), "--keep-evaluators", "15s", "--evaluators", "1"]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env={**cluster.env, **env})
+           "python", *STUDY, "--out", str(cluster.tmp / "job"), "--keep-evaluators", "15s", "--evaluators", "1",
+           "--lr", "2e-3"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=900,
+                       env={**cluster.env, "RAY_ADDRESS": f"http://127.0.0.1:{cluster.dashboard}"})
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "succeeded" in r.stdout.lower() and (cluster.tmp / "job" / "scaling.parquet").is_file()
+    client = boto3.client("s3", endpoint_url=aws["AWS_ENDPOINT_URL"], aws_access_key_id="test",
+                          aws_secret_access_key="test", region_name="us-east-1")
+    keys = [o["Key"] for o in client.list_objects_v2(Bucket=bucket, Prefix="job/")["Contents"]]
+    assert any(k.startswith("job/weights/finetuned/") and k.endswith(".safetensors") for k in keys)
+    assert any(k.endswith(".safetensors.sha256") for k in keys)
+    assert any("/checkpoint_" in k for k in keys) and any(k.endswith("result.json") for k in keys)
 
 
 def test_bad_cluster_input_is_one_line_before_fine_tuning(cluster, tmp_path):

@@ -53,6 +53,7 @@ def _finetune(tiny, steps=30, task="colors"):
     return Finetuner(visual, head, train, cfg), head, train
 
 
+@pytest.mark.slow
 def test_finetuning_lowers_patch_loss_and_keeps_head_frozen(tiny):
     tuner, head, train = _finetune(tiny)
     head_before = head.clone()

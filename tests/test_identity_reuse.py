@@ -14,18 +14,16 @@ import pytest
 import torch
 
 import paper_fixtures as pf
-from conftest import TINY
+from conftest import TINY, make_study_config
 
 RECIPE = {"lr": [3e-3], "steps": [4], "batch_size": [16], "warmup_steps": [1]}
 
 
 def _study(out, model=TINY, patch="colors", supported=("shapes",), data_root=None):
     from paint_ray.backends.local import LocalBackend
-    from paint_ray.config import StudyConfig
     from paint_ray.pipeline import run_study
-    cfg = StudyConfig(name="identity", models=[model], patch_tasks=[patch], supported=list(supported),
-                      alphas=[0.0, 0.5, 1.0], out=str(out), search_space=RECIPE, data_root=data_root,
-                      mlflow=False, progress=False)
+    cfg = make_study_config(out, name="identity", models=[model], patch_tasks=[patch], supported=list(supported),
+                            search_space=RECIPE, data_root=data_root)
     return run_study(cfg, LocalBackend("cpu", data_root))
 
 
@@ -64,6 +62,7 @@ def _rewrite_mnist(root) -> None:
         labels.write_bytes(ys[:8] + bytes((y + 3) % 10 for y in ys[8:]))
 
 
+@pytest.mark.slow
 def test_data_changed_under_the_same_root_is_recomputed(tiny, tmp_path):
     root, out = tmp_path / "data", tmp_path / "out"
     pf.write_mnist(root)
@@ -83,6 +82,7 @@ def test_data_changed_under_the_same_root_is_recomputed(tiny, tmp_path):
     assert len(zero_colors) == 2                                       # val and test, once
 
 
+@pytest.mark.slow
 def test_checkpoint_overwritten_in_place_is_a_new_model(tiny, tmp_path):
     from paint_ray.models.checkpoints import save_tensors
     path = tmp_path / "w.safetensors"
@@ -100,6 +100,7 @@ def test_checkpoint_overwritten_in_place_is_a_new_model(tiny, tmp_path):
     assert not _frontier(rerun).equals(_frontier(before))
 
 
+@pytest.mark.slow
 def test_precision_switch_is_recomputed_not_reused(tiny, tmp_path, monkeypatch):
     out = tmp_path / "out"
     monkeypatch.setenv("PAINT_RAY_EVAL_PRECISION", "fp32")
@@ -116,6 +117,7 @@ def test_precision_switch_is_recomputed_not_reused(tiny, tmp_path, monkeypatch):
     assert rerun.patched[0].weights.theta1 == fp32.patched[0].weights.theta1
 
 
+@pytest.mark.slow
 def test_same_inputs_reuse_everything(tiny, tmp_path):
     out = tmp_path / "out"
     first = _study(out)

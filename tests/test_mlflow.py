@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -13,9 +14,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import TINY, run_cli
+from conftest import RECIPE, TINY, make_study_config, one_line_error, run_main, run_process
 
-LR_GRID = {"lr": [3e-3, 1e-3], "steps": [12], "batch_size": [32], "warmup_steps": [2]}
+LR_GRID = {**RECIPE, "lr": [3e-3, 1e-3]}
+
+pytestmark = pytest.mark.slow              # a real MLflow server for the module, and Ray studies logged to it
+
+
+def _cli(argv, capsys) -> tuple[int, str, str]:
+    from paint_ray.cli import main
+    return run_main(main, argv, capsys)
 
 
 def _free_port() -> int:
@@ -35,8 +43,9 @@ def mlflow_server(tmp_path_factory):
                             stdout=open(root / "server.log", "w"), stderr=subprocess.STDOUT,
                             start_new_session=True)      # its workers in its group: ended with it, by its pid
     uri = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
-    while time.time() < deadline:
+    for _ in range(600):                                  # a bounded wait for it to answer (5 minutes)
+        if proc.poll() is not None:
+            break
         try:
             if urllib.request.urlopen(uri + "/health", timeout=2).status == 200:
                 break
@@ -51,12 +60,9 @@ def mlflow_server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def logged_study(ray_local, mlflow_server, tmp_path_factory):
-    from paint_ray.config import StudyConfig
     from paint_ray.pipeline import run_study
     out = tmp_path_factory.mktemp("mlflow_study")
-    cfg = StudyConfig(name="t-mlflow", models=[TINY], patch_tasks=["colors"], supported=["shapes"],
-                      alphas=[0.0, 0.5, 1.0], out=str(out), search_space=LR_GRID, tracking_uri=mlflow_server,
-                      progress=False)
+    cfg = make_study_config(out, name="t-mlflow", search_space=LR_GRID, tracking_uri=mlflow_server, mlflow=True)
     return cfg, run_study(cfg)
 
 
@@ -129,7 +135,7 @@ def test_a_run_whose_logging_fails_is_failed_and_the_next_log_replaces_it(mlflow
     study = replace(cfg, name="t-mlflow-fail", out=str(tmp_path))
     pm = result.patched[0]                                      # no θ1 file: saving the patched model fails
     broken = replace(result, config=study,
-                     patched=[replace(pm, weights=replace(pm.weights, theta1=tmp_path / "gone.safetensors"))])
+                     patched=[replace(pm, weights=replace(pm.weights, theta1="finetuned/gone.safetensors"))])
     from paint_ray.errors import PaintRayError
     with pytest.raises(PaintRayError):
         log_study(broken, mlflow_server)
@@ -141,11 +147,11 @@ def test_a_run_whose_logging_fails_is_failed_and_the_next_log_replaces_it(mlflow
     assert log_study(replace(result, config=study), mlflow_server) == ids        # and that one is reused
 
 
-def test_load_patched_reproduces_study_predictions(mlflow_server, logged_study):
+def test_load_patched_reproduces_study_predictions(mlflow_server, logged_study, capsys):
     import paint_ray
     from paint_ray.caches.eval import prepare_task
     from paint_ray.evaluation.evaluator import Evaluator
-    from paint_ray.models.heads import batch_logits
+    from paint_ray.models.heads import predictions
     from paint_ray.models.normalize import to_model_input
     from paint_ray.results.store import ResultStore
     from paint_ray.tasks import get_task
@@ -157,8 +163,9 @@ def test_load_patched_reproduces_study_predictions(mlflow_server, logged_study):
     assert set(Path(tempfile.gettempdir()).glob("paint_ray_patched_*")) == downloads   # its download is gone
     assert bundle.folder is None
     assert bundle.alpha == chosen.selection.alpha and set(bundle.heads) == {"colors", "shapes"}
+    assert bundle.precision == result.identity["precision"]           # it predicts as the study's rows were made
     data = prepare_task(get_task("colors"), "test", 32)
-    predictions = bundle.predict("colors", data.images)
+    predictions_ = bundle.predict("colors", data.images)
 
     ev = Evaluator(result.models[TINY].model.visual)               # the study's own θα, formed in place
     from paint_ray.caches.heads import cached_head
@@ -166,35 +173,39 @@ def test_load_patched_reproduces_study_predictions(mlflow_server, logged_study):
     from paint_ray.storage import fetch
     ev.add_weights(chosen.trial, load_tensors(fetch(chosen.weights.theta1, None)))   # a store name, not a path
     ev.set_model(chosen.trial, chosen.selection.alpha)
+    head = cached_head(result.models[TINY], get_task("colors"))
     with torch.inference_mode():
-        expected = batch_logits(ev.visual, cached_head(result.models[TINY], get_task("colors")),
-                                to_model_input(data.images, ev.visual)).argmax(-1)
-    assert torch.equal(predictions, expected)
+        x = to_model_input(data.images, ev.visual)
+        expected = torch.cat([predictions(ev.visual, head, x[i:i + 512], precision=result.identity["precision"])
+                              for i in range(0, len(x), 512)])
+    assert torch.equal(predictions_, expected)
     rows = ResultStore(Path(cfg.out) / "results").read()
     recorded = rows[(rows.trial == chosen.trial) & (rows.alpha == chosen.selection.alpha)
                     & (rows.eval_task == "colors") & (rows.split == "test")]["accuracy"].iloc[0]
-    assert float((predictions == data.labels).float().mean()) == pytest.approx(recorded)
+    assert float((predictions_ == data.labels).float().mean()) == pytest.approx(recorded)
 
-    cli = run_cli("load", result.run_ids[f"{TINY}/colors"], "--tracking-uri", mlflow_server, "--evaluate", "colors")
-    assert cli.returncode == 0, cli.stderr
-    assert f"colors test accuracy: {recorded:.4f}" in cli.stdout
+    code, out, err = _cli(["load", result.run_ids[f"{TINY}/colors"], "--tracking-uri", mlflow_server,
+                           "--evaluate", "colors"], capsys)
+    assert code == 0, err
+    assert f"colors test accuracy: {recorded:.4f}" in out
 
 
-def test_unknown_run_id_and_unreachable_server_are_one_line(mlflow_server, tmp_path):
+def test_unknown_run_id_and_unreachable_server_are_one_line(mlflow_server, tmp_path, capsys):
+    from paint_ray.backends.local import LocalBackend
     from paint_ray.errors import PaintRayError
-    from paint_ray.config import StudyConfig
     from paint_ray.pipeline import run_study
     from paint_ray.reporting.tracking import load_patched
     with pytest.raises(PaintRayError, match="unknown MLflow run id 'deadbeef'"):
         load_patched("deadbeef", mlflow_server)
-    cli = run_cli("load", "deadbeef", "--tracking-uri", mlflow_server)
-    assert cli.returncode == 2 and len(cli.stderr.strip().splitlines()) == 1 and "deadbeef" in cli.stderr
-    cfg = StudyConfig(name="t-down", models=[TINY], patch_tasks=["colors"], supported=["shapes"], alphas=[0, 1],
-                      out=str(tmp_path), tracking_uri="http://127.0.0.1:9", progress=False)
-    start = time.time()
+    code, _, err = _cli(["load", "deadbeef", "--tracking-uri", mlflow_server], capsys)
+    assert "deadbeef" in one_line_error(code, err)
+    cfg = make_study_config(tmp_path, name="t-down", alphas=[0, 1], tracking_uri="http://127.0.0.1:9", mlflow=True)
+    backend = LocalBackend("cpu")
+    started = []
+    backend.start = lambda: started.append(True)          # the backend would be started after the check
     with pytest.raises(PaintRayError, match="cannot reach the MLflow tracking server at http://127.0.0.1:9"):
-        run_study(cfg)
-    assert time.time() - start < 30 and not (tmp_path / "tune").exists()   # failed before any fine-tuning
+        run_study(cfg, backend)
+    assert not started and not (tmp_path / "tune").exists() and not (tmp_path / "results").exists()
 
 
 def _chromium() -> str | None:
@@ -202,6 +213,7 @@ def _chromium() -> str | None:
 
 
 # Off CI a developer without Chromium is told so; on CI (CI set) a missing browser fails the check instead.
+@pytest.mark.browser
 @pytest.mark.skipif(_chromium() is None and not os.environ.get("CI"),
                     reason="Debian's chromium is not installed (scripts/test.sh installs it when run as root)")
 def test_run_page_renders_in_a_real_browser(mlflow_server, logged_study, tmp_path):
@@ -216,7 +228,7 @@ def test_run_page_renders_in_a_real_browser(mlflow_server, logged_study, tmp_pat
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
              "--disable-background-networking", "--disable-component-update", "--disable-sync",
              f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1400,1000", "--virtual-time-budget=20000"]
-    dom = subprocess.run([browser, *flags, "--dump-dom", url], capture_output=True, text=True, timeout=120).stdout
+    dom = run_process([browser, *flags, "--dump-dom", url], timeout=120).stdout
     assert ">" + f"{TINY} · colors" + "<" in dom, dom[-1500:]            # the run's name, as a whole element
     assert ">colors_test_acc<" in dom                                  # a frontier metric, by its exact name
     assert "frontier.png" in dom and "PAINT" in dom                    # the description with the plot
@@ -229,18 +241,15 @@ def test_run_page_renders_in_a_real_browser(mlflow_server, logged_study, tmp_pat
     assert ">Runs<" in dom
     assert ">Logged models (1)<" in dom and ">patched_model<" in dom          # the MLflow Model, listed
     shot = tmp_path / "mlflow_run_page.png"
-    subprocess.run([browser, *flags, f"--screenshot={shot}", url], capture_output=True, timeout=120)
+    run_process([browser, *flags, f"--screenshot={shot}", url], timeout=120)
     assert shot.is_file() and shot.stat().st_size > 10_000
 
 
 @pytest.fixture(scope="module")
 def registered(ray_local, mlflow_server, tmp_path_factory):
-    from paint_ray.config import StudyConfig
     from paint_ray.pipeline import run_study
-    cfg = StudyConfig(name="t-register", models=[TINY], patch_tasks=["colors"], supported=["shapes"],
-                      alphas=[0.0, 0.5, 1.0], out=str(tmp_path_factory.mktemp("register")), tracking_uri=mlflow_server,
-                      register=True, progress=False,
-                      search_space={"lr": [3e-3], "steps": [12], "batch_size": [32], "warmup_steps": [2]})
+    cfg = make_study_config(tmp_path_factory.mktemp("register"), name="t-register", tracking_uri=mlflow_server,
+                            register=True, mlflow=True)
     return cfg, run_study(cfg)
 
 
@@ -326,7 +335,6 @@ def _wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float) -> N
 
 def _end(proc: subprocess.Popen) -> None:
     """End the server this test started and what it spawned (its own process group, led by its pid)."""
-    import signal
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGTERM)
         try:

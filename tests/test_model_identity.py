@@ -84,6 +84,7 @@ def test_hf_hub_entry_without_weights_is_one_line(offline_hub):
 
 # ---- ARCH:TAG whose pretrained config says quick_gelu --------------------------------------------------------
 
+@pytest.mark.slow
 def test_openai_tag_runs_quickgelu_in_the_loaded_model_and_the_rebuilt_tower(offline_hub):
     pretrained_cfg = open_clip.get_pretrained_cfg("ViT-B-32", "openai")
     assert pretrained_cfg["quick_gelu"] and not open_clip.get_model_config("ViT-B-32").get("quick_gelu")
@@ -222,3 +223,15 @@ def test_long_bad_values_are_echoed_shortened(tmp_path):
     assert "x" * 81 not in message and len(message) < 400
     message = one_line_error(f"local-dir:{tmp_path / ('y' * 200)}")
     assert "does not exist" in message and "y" * 81 not in message
+
+
+def test_a_model_loaded_by_spec_elsewhere_is_checked_against_the_studys_digest(tiny):
+    """What an evaluator or a trial does with a spec from the driver: the same weights load, other weights
+    under the same spec are one line naming both digests and where."""
+    from paint_ray.errors import PaintRayError
+    from paint_ray.models.registry import load_verified
+    assert load_verified(tiny.spec, tiny.digest).digest == tiny.digest
+    with pytest.raises(PaintRayError) as e:
+        load_verified(tiny.spec, "0" * 16, "node abc")
+    message = str(e.value)
+    assert "\n" not in message and tiny.digest in message and "0" * 16 in message and "node abc" in message

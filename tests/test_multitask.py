@@ -3,23 +3,18 @@ from __future__ import annotations
 
 import copy
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import TINY
-
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import TINY, load_script, one_line_error, run_main
 
 
-def _batch(tuner):
-    """One step's batch as the step reads it: model input, routes (task, slice), labels."""
-    b = tuner._next()
-    return tuner._input(b), b.routes, b.labels
+def next_batch(tuner):
+    """The next step's batch as the loop feeds it: (model input, routes, labels)."""
+    batch = tuner._next()
+    return tuner._input(batch), batch.routes, batch.labels
 
 
 def test_joint_batches_score_each_example_with_its_own_head(tiny):
@@ -32,7 +27,7 @@ def test_joint_batches_score_each_example_with_its_own_head(tiny):
     trains = {n: prepare_task(t, "train", 32) for n, t in tasks.items()}
     tuner = Finetuner(copy.deepcopy(tiny.model.visual), heads, trains,
                       FinetuneConfig(batch_size=64, steps=1, augment_shift=0))
-    x, routes, y = _batch(tuner)
+    x, routes, y = next_batch(tuner)
     assert sum(sl.stop - sl.start for _, sl in routes) == 64 and {n for n, _ in routes} == set(tasks)
     for name, sl in routes:      # labels of each slice are in its own task's label space
         assert int(y[sl].max()) < len(tasks[name].classnames)
@@ -51,11 +46,11 @@ def test_joint_batches_score_each_example_with_its_own_head(tiny):
     balanced = Finetuner(copy.deepcopy(tiny.model.visual), heads, uneven,
                          FinetuneConfig(batch_size=63, steps=3, augment_shift=0, mix="balanced"))
     for _ in range(3):
-        _, routes, _ = _batch(balanced)
+        _, routes, _ = next_batch(balanced)
         assert sorted(sl.stop - sl.start for _, sl in routes) == [31, 32]
     by_size = Finetuner(copy.deepcopy(tiny.model.visual), heads, uneven,
                         FinetuneConfig(batch_size=512, steps=3, augment_shift=0))
-    shares = dict((n, sl.stop - sl.start) for n, sl in _batch(by_size)[1])
+    shares = dict((n, sl.stop - sl.start) for n, sl in next_batch(by_size)[1])
     assert shares["counting"] > 1.5 * shares["digits"]          # 2,000 vs 997 examples
 
 
@@ -75,14 +70,13 @@ def test_weights_with_a_start_interpolate_from_it(tiny):
     assert ev._canonical(Cell("step2", 0.0, "t", "val")).weights == "step2"   # α = 0 is not θ0 here
 
 
-def test_three_modes_end_to_end_sequential_starts_from_patched_step1(ray_local, tmp_path):
+@pytest.mark.slow
+def test_three_modes_end_to_end_sequential_starts_from_patched_step1(ray_local, tmp_path, study_config):
     from paint_ray.models.checkpoints import load_tensors
     from paint_ray.multitask import MultitaskConfig, run_multitask
-    from paint_ray.config import StudyConfig
-    cfg = StudyConfig(name="mt", models=[TINY], patch_tasks=["colors", "counting"], supported=["shapes"],
-                      alphas=[0.0, 0.25, 0.5, 0.75, 1.0], out=str(tmp_path), progress=False, mlflow=False,
-                      search_space={"lr": [3e-3], "steps": [12], "batch_size": [32], "warmup_steps": [2]},
-                      rule="max-drop", max_drop=2.0)
+    from paint_ray.storage import fetch
+    cfg = study_config(tmp_path, name="mt", patch_tasks=["colors", "counting"], alphas=[0.0, 0.25, 0.5, 0.75, 1.0],
+                       rule="max-drop", max_drop=2.0)
     result, table = run_multitask(MultitaskConfig(cfg, combiner="ties"))
     assert list(table["mode"]) == ["specialised", "joint", "sequential", "parallel (ties)"]
     assert table[["colors", "counting", "average", "supported", "drop"]].notna().all().all()
@@ -106,12 +100,11 @@ def test_three_modes_end_to_end_sequential_starts_from_patched_step1(ray_local, 
     assert seq_row["supported_zero_shot"] == pytest.approx(single["colors"]["supported_test"])
     # joint: equal task shares per batch and the specialised models' steps added up
     joint = result.trials[result.trials["mode"] == "joint"].iloc[0]
-    assert joint.recipe["steps"] == 24 and joint.recipe["mix"] == "balanced"
+    assert joint.recipe["steps"] == 2 * cfg.recipes()[0].steps and joint.recipe["mix"] == "balanced"
 
     # sequential: step 2 was fine-tuned from θ0 → θ1(colors) at the α chosen for colors
     first = next(pm for pm in result.patched if pm.mode == "single" and pm.patch == "colors")
     theta0 = {k: v for k, v in result.models[TINY].model.visual.state_dict().items() if v.is_floating_point()}
-    from paint_ray.storage import fetch            # weight files are named by store names, not paths
     theta1 = load_tensors(fetch(first.weights.theta1, None))
     a = first.selection.alpha
     expected = {k: (1 - a) * theta0[k] + a * theta1[k] for k in theta1}
@@ -120,19 +113,21 @@ def test_three_modes_end_to_end_sequential_starts_from_patched_step1(ray_local, 
     start = load_tensors(fetch(seq.weights.start, None))
     assert all(torch.allclose(start[k], expected[k], atol=1e-6) for k in expected)
     trial = result.trials[result.trials.key == seq.weights.theta1_key].iloc[0]
+    from pathlib import Path
     start_name = json.loads(Path(trial.path, "params.json").read_text())["job"]["start"]
+    assert start_name == seq.weights.start                 # the trial was handed the start point by name
     saved = load_tensors(fetch(start_name, None))
     assert all(torch.allclose(saved[k], expected[k], atol=1e-6) for k in expected)
 
 
-def test_per_task_coefficients_search_and_given_coefficients_log_to_mlflow(ray_local, tmp_path):
+@pytest.mark.slow
+def test_per_task_coefficients_search_and_given_coefficients_log_to_mlflow(tiny, tmp_path, study_config):
+    """In process (the local backend): the coefficient search is the pipeline's, whichever backend runs it."""
+    from paint_ray.backends.local import LocalBackend
     from paint_ray.multitask import MultitaskConfig, run_multitask
-    from paint_ray.config import StudyConfig
-    cfg = StudyConfig(name="mt-per-task", models=[TINY], patch_tasks=["colors", "counting"], supported=["shapes"],
-                      alphas=[0.0, 0.5, 1.0], out=str(tmp_path), progress=False, mlflow=True,
-                      search_space={"lr": [3e-3], "steps": [12], "batch_size": [32], "warmup_steps": [2]})
+    cfg = study_config(tmp_path, name="mt-per-task", patch_tasks=["colors", "counting"], mlflow=True)
     result, table = run_multitask(MultitaskConfig(cfg, modes=["parallel"], combiner="task_arithmetic",
-                                                  per_task=True))
+                                                  per_task=True), LocalBackend("cpu"))
     merged = next(pm for pm in result.patched if pm.mode == "parallel")
     assert len(merged.coefficient_table) == 4                 # (0.5, 1.0) for each of the two tasks
     assert set(merged.frontier["alpha"]) == {0.0, 1.0}        # zero-shot next to the chosen merge
@@ -148,7 +143,7 @@ def test_per_task_coefficients_search_and_given_coefficients_log_to_mlflow(ray_l
     assert table["mode"].tolist() == ["specialised", "parallel (task_arithmetic)"]
 
     given, given_table = run_multitask(MultitaskConfig(cfg, modes=["parallel"], combiner="task_arithmetic",
-                                                       per_task=True, coefficients=[0.5, -1.0]))
+                                                       per_task=True, coefficients=[0.5, -1.0]), LocalBackend("cpu"))
     only = next(pm for pm in given.patched if pm.mode == "parallel")
     assert len(only.coefficient_table) == 1 and only.config["coefficients"] == "0.5,-1"   # negation allowed
     assert given_table["coefficients"].tolist()[1:] == ["0.5,-1"]
@@ -166,28 +161,26 @@ def test_per_task_coefficients_search_and_given_coefficients_log_to_mlflow(ray_l
     (["--per-task", "--patch", "digits,counting,colors,shapes", "--alphas", "0:1:0.1"],
      "would search 10000 coefficient combinations"),
 ])
-def test_multitask_bad_input_is_one_line(tmp_path, args, needle):
-    r = subprocess.run([sys.executable, str(ROOT / "experiments" / "multitask.py"), *args, "--out", str(tmp_path),
-                        "--quiet"], capture_output=True, text=True, timeout=120)
-    assert r.returncode == 2, r.stderr[-1000:]
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and needle in lines[0] and "Traceback" not in r.stderr
+def test_multitask_bad_input_is_one_line(tmp_path, args, needle, capsys):
+    import ray
+    was_up = ray.is_initialized()
+    code, _, err = run_main(load_script("multitask").main, [*args, "--out", str(tmp_path / "o"), "--quiet"], capsys)
+    assert needle in one_line_error(code, err)
+    assert ray.is_initialized() == was_up and not (tmp_path / "o").exists()     # refused before anything started
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("combiner,extra", [("tsv", {}), ("iso_cts", {"common_fraction": 0.5}),
                                             ("dare_ties", {"seed": 0})])
-def test_parallel_mode_merges_the_specialised_task_vectors_with_the_combiner(tmp_path, combiner, extra):
+def test_parallel_mode_merges_the_specialised_task_vectors_with_the_combiner(tmp_path, combiner, extra, study_config):
     # in process (no Ray): the merged weight set the parallel mode swept is θ0 + merge(θᵢ − θ0) of the
     # specialised models it chose, by the named combiner and its options
     from paint_ray.backends.local import LocalBackend
-    from paint_ray.config import StudyConfig
     from paint_ray.models.checkpoints import load_tensors
     from paint_ray.multitask import MultitaskConfig, run_multitask
-    from paint_ray.weights.merging import merge_task_vectors
     from paint_ray.storage import fetch
-    cfg = StudyConfig(name="mt-combiner", models=[TINY], patch_tasks=["colors", "counting"], supported=["shapes"],
-                      alphas=[0.0, 0.5, 1.0], out=str(tmp_path), progress=False, mlflow=False,
-                      search_space={"lr": [3e-3], "steps": [6], "batch_size": [32], "warmup_steps": [2]})
+    from paint_ray.weights.merging import merge_task_vectors
+    cfg = study_config(tmp_path, name="mt-combiner", patch_tasks=["colors", "counting"])
     result, table = run_multitask(MultitaskConfig(cfg, modes=["parallel"], combiner=combiner,
                                                   common_fraction=extra.get("common_fraction", 0.8)),
                                   LocalBackend("cpu"))

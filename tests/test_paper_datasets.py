@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -241,30 +239,33 @@ def test_an_unreadable_image_is_a_one_line_error_when_decoded(tmp_path, monkeypa
     assert not [p for p in (tmp_path / "home" / "eval_cache").iterdir() if p.is_dir()]   # no entry, no temp
 
 
-def run_cli(*args: str, home: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PAINT_RAY_HOME": str(home), "HF_HUB_OFFLINE": "1"}
-    return subprocess.run([sys.executable, "-m", "paint_ray", *args], capture_output=True, text=True, env=env,
-                          timeout=120)
+def data_check(argv, home: Path, capsys, monkeypatch) -> tuple[int, str, str]:
+    """`paint-ray data check ARGS` in this process, with its own cache home."""
+    from conftest import run_main
+
+    from paint_ray.cli import main
+    monkeypatch.setenv("PAINT_RAY_HOME", str(home))
+    return run_main(main, ["data", "check", *argv], capsys)
 
 
-def test_cli_data_check_text_and_json(paper_root, tmp_path):
+def test_cli_data_check_text_and_json(paper_root, tmp_path, capsys, monkeypatch):
     root, written = paper_root
-    out = run_cli("data", "check", "mnist", "--data-root", str(root), home=tmp_path)
-    assert out.returncode == 0, out.stderr
-    assert "classes (10)" in out.stdout and "train:" in out.stdout and "test:" in out.stdout
-    assert f"item 0: label {written['mnist'].test[0]}" in out.stdout
-    out = run_cli("data", "check", "mnist", "--data-root", str(root), "--json", home=tmp_path)
-    assert out.returncode == 0, out.stderr
-    report = json.loads(out.stdout)
+    code, out, err = data_check(["mnist", "--data-root", str(root)], tmp_path, capsys, monkeypatch)
+    assert code == 0, err
+    assert "classes (10)" in out and "train:" in out and "test:" in out
+    assert f"item 0: label {written['mnist'].test[0]}" in out
+    code, out, err = data_check(["mnist", "--data-root", str(root), "--json"], tmp_path, capsys, monkeypatch)
+    assert code == 0, err
+    report = json.loads(out)                           # --json prints one JSON object and nothing else
     assert report["num_classes"] == 10 and report["splits"]["val"]["size"] == 5
     assert report["splits"]["test"]["item0_label"] == written["mnist"].test[0]
     assert report["val_indices"] == reference_val(50)
 
 
-def test_cli_data_check_errors_are_one_line_exit_2(tmp_path, capsys):
-    out = run_cli("data", "check", "svhn", "--data-root", str(tmp_path / "missing"), home=tmp_path)
-    assert out.returncode == 2 and "Traceback" not in out.stderr
-    assert len(out.stderr.strip().splitlines()) == 1 and "missing" in out.stderr
+def test_cli_data_check_errors_are_one_line_exit_2(tmp_path, capsys, monkeypatch):
+    from conftest import one_line_error
+    code, out, err = data_check(["svhn", "--data-root", str(tmp_path / "missing")], tmp_path, capsys, monkeypatch)
+    assert "missing" in one_line_error(code, err) and out == ""
     from paint_ray.cli import main
     assert main(["data", "check", "resisc45", "--data-root", str(tmp_path), "--download"]) == 2
     err = capsys.readouterr().err

@@ -2,10 +2,8 @@
 (terminal table, scaling.parquet, the MLflow run and its frontier plot) with a random-weight ViT-B-32."""
 from __future__ import annotations
 
-import importlib.util
 import json
 from collections import Counter
-from pathlib import Path
 
 import open_clip
 import pandas as pd
@@ -19,7 +17,6 @@ from paint_ray.reporting import published
 from paint_ray.reporting.published import FINE_TUNED, JOINT, PATCHED, ZERO_SHOT, Comparison
 from paint_ray.reporting.published_report import summary_columns
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_every_source_row_is_there_in_its_own_units():
@@ -65,12 +62,11 @@ def test_an_embedded_report_gets_no_published_columns():
 
 
 def _scaling_presets():
-    spec = importlib.util.spec_from_file_location("scaling_for_published", ROOT / "experiments" / "scaling.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.PRESETS
+    from conftest import load_script
+    return load_script("scaling").PRESETS
 
 
+@pytest.mark.slow
 def test_paper_preset_report_shows_published_figures_and_flags_them(tmp_path, offline_hub, capsys):
     """The paper preset end to end on miniature MNIST/SVHN with a random-weight ViT-B-32 served as
     ViT-B-32:openai: the numbers are meaningless (chance level), the columns are real."""

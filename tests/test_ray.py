@@ -2,49 +2,30 @@
 from __future__ import annotations
 
 import copy
-import os
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-import pandas as pd
-import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from conftest import TINY
+from conftest import RECIPE, TINY, load_script, one_line_error, raw_rows, run_main, run_process
 
 ROOT = Path(__file__).resolve().parents[1]
+LR_GRID = {**RECIPE, "lr": [3e-3, 1e-3]}
 
 
-def _config(out, **kw):
-    from paint_ray.config import StudyConfig
-    base = dict(name="t", models=[TINY], patch_tasks=["colors"], supported=["shapes"], alphas=[0.0, 0.5, 1.0],
-                out=str(out), search_space={"lr": [3e-3], "steps": [12], "batch_size": [32], "warmup_steps": [2]},
-                progress=False)
-    base.update(kw)
-    return StudyConfig(**base)
-
-
-def _raw_rows(out: Path) -> pd.DataFrame:
-    return pd.concat([pq.read_table(p).to_pandas() for p in sorted((out / "results").glob("part-*.parquet"))])
-
-
-def test_study_runs_then_rerun_resumes_and_live_reuse_loads_nothing(ray_local, tmp_path):
+def test_study_runs_then_rerun_resumes_and_live_reuse_loads_nothing(ray_local, tmp_path, study_config):
     from paint_ray import live
     from paint_ray.results.store import KEY
     from paint_ray.pipeline import run_study
     import tempfile
     out = tmp_path / "study"
     staging = set(Path(tempfile.gettempdir()).glob("paint_ray_ckpt_*"))
-    result = run_study(_config(out, search_space={"lr": [3e-3, 1e-3], "steps": [12], "batch_size": [32],
-                                                  "warmup_steps": [2]}))
+    result = run_study(study_config(out, search_space=LR_GRID))
     assert len(result.trials) == 2                    # two Tune trials: the lr grid
     # each checkpoint's staging folder is gone once Tune has copied it into the run's storage
     assert set(Path(tempfile.gettempdir()).glob("paint_ray_ckpt_*")) <= staging
-    rows = _raw_rows(out)
+    rows = raw_rows(out)
     assert len(rows) == 2 * 3 * 2 * 2                 # trials x alphas x tasks x splits
     table = result.table()
     assert len(table) == 1 and table["alpha"].iloc[0] in (0.0, 0.5, 1.0)
@@ -52,65 +33,70 @@ def test_study_runs_then_rerun_resumes_and_live_reuse_loads_nothing(ray_local, t
     assert result.patched[0].config["lr"] in (3e-3, 1e-3)
 
     parts = sorted((out / "results").glob("part-*.parquet"))
-    again = run_study(_config(out, search_space={"lr": [3e-3, 1e-3], "steps": [12], "batch_size": [32],
-                                                 "warmup_steps": [2]}))
+    again = run_study(study_config(out, search_space=LR_GRID))
     assert sorted((out / "results").glob("part-*.parquet")) == parts   # nothing re-evaluated
     assert again.table()["alpha"].iloc[0] == table["alpha"].iloc[0]
 
     from paint_ray.pipeline import study_id
-    assert live.connect(study_id(_config(out))) == study_id(_config(out))
-    before = live.evaluators()
-    loads = {n: inv["loads"] for n, inv in before.items()}
-    def held(inv) -> dict:     # models are held by weight digest; the spec is their label
-        return next(m for m in inv["models"].values() if m["label"] == TINY)
-    assert loads and all(held(inv) for inv in before.values())
-    # the session's evaluators may also hold other tests' weights: name this study's θ1s and tasks
+    study = study_id(study_config(out, search_space=LR_GRID))
+    assert live.connect(study) == study
+    before = live.evaluators()                        # name -> evaluation.inventory.Inventory
+    tiny = result.models[TINY].digest                 # models are held by weight digest; the spec is a label
+    loads = {n: inv.loads for n, inv in before.items()}
+    assert loads and all(inv.holds_model(tiny) and inv.models[tiny].ref.spec == TINY for inv in before.values())
+    # name this study's θ1s and tasks (the evaluators could hold more)
     mine = list(result.trials["weights"])
+    assert all(any(inv.holds_weights(tiny, key) for inv in before.values()) for key in mine)
     new = live.sweep(TINY, alphas=[0.25, 0.75], weights=mine, tasks=["colors", "shapes"], progress=False)
     assert len(new) == 2 * 2 * 2 * 2                  # θ1s x alphas x tasks x splits
-    assert {n: inv["loads"] for n, inv in live.evaluators().items()} == loads   # loaded nothing
-    def tiny_id(inv) -> str:
-        return next(d for d, m in inv["models"].items() if m["label"] == TINY)
+    assert {n: inv.loads for n, inv in live.evaluators().items()} == loads   # loaded nothing
 
-    def typed(inv) -> list[dict]:      # typed_digits shards this evaluator holds for the tiny model
-        return [s for s in inv["shards"] if s["task"] == "typed_digits" and s["model"] == tiny_id(inv)]
+    def typed(inv) -> list:           # typed_digits shards this evaluator holds for the tiny model
+        return [s for s in inv.shards if s.task == "typed_digits" and s.model == tiny]
     more = live.sweep(TINY, alphas=[0.5], tasks=["typed_digits"], weights=mine, progress=False)
     assert set(more["eval_task"]) == {"typed_digits"}
     after = live.evaluators()
     # what was sent: the head to each evaluator lacking it, each split's rows once (placed, not copied to
     # every evaluator), and θ1s (by name) only where that data now is; nothing else
-    heads = sum("typed_digits" not in held(inv)["heads"] for inv in before.values())
+    heads = sum("typed_digits" not in inv.heads(tiny) for inv in before.values())
     shards = sum(len(typed(after[n])) - len(typed(before[n])) for n in after)
-    weights = sum(len(held(after[n])["weights"]) - len(held(before[n])["weights"]) for n in after)
-    assert sum(inv["loads"] for inv in after.values()) == sum(loads.values()) + heads + shards + weights
+    weights = sum(len(after[n].weights(tiny)) - len(before[n].weights(tiny)) for n in after)
+    assert heads > 0 and shards > 0
+    assert sum(inv.loads for inv in after.values()) == sum(loads.values()) + heads + shards + weights
     for split, n in (("val", 500), ("test", 1000)):
-        rows = sorted((s["start"], s["stop"]) for inv in after.values() for s in typed(inv) if s["split"] == split)
+        rows = sorted((s.start, s.stop) for inv in after.values() for s in typed(inv) if s.split == split)
         assert rows[0][0] == 0 and rows[-1][1] == n and all(a[1] == b[0] for a, b in zip(rows, rows[1:]))
-    assert all("typed_digits" in held(inv)["heads"] for inv in after.values())
+    assert all("typed_digits" in inv.heads(tiny) for inv in after.values())
+    for inv in after.values():        # every θ1 held is held with the names it travels under
+        assert all(w.theta1_name.startswith("finetuned/") for w in inv.weights(tiny).values())
     assert not new.duplicated(KEY).any()
 
 
+@pytest.mark.slow
 def test_killed_driver_rerun_loses_and_duplicates_nothing(ray_local, tmp_path):
-    out = tmp_path / "killed"
-    env = {**os.environ, "RAY_ADDRESS": ray_local}
-    cmd = [sys.executable, str(ROOT / "experiments" / "scaling.py"), "--models", TINY, "--patch", "colors",
-           "--supported", "shapes,counting", "--steps", "12", "--warmup-steps", "2", "--lr", "3e-3", "--alphas", "0:1:0.02",
-           "--seeds", "0", "--out", str(out), "--quiet"]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    deadline = time.time() + 240
-    while time.time() < deadline and len(list((out / "results").glob("part-*.parquet"))) < 5:
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    partial = len(_raw_rows(out))
-    expected = 51 * 3 * 2                               # alphas x tasks x splits, one trial
-    assert 0 < partial < expected, "the driver should have been killed mid-sweep"
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-2000:]
-    rows = _raw_rows(out)
+    """The study's driver (a real process, joining the session's cluster) exits right after writing its
+    second results part (PAINT_RAY_FAULT=driver-exit-after-parts:2, as a kill would leave it: no cleanup);
+    the same command then finishes the study with every cell present once."""
     from paint_ray.results.store import KEY
+    out = tmp_path / "killed"
+    env = {"RAY_ADDRESS": ray_local, "PAINT_RAY_FAULT": "driver-exit-after-parts:2",
+           "PAINT_RAY_FAULT_DIR": str(tmp_path / "faults")}
+    cmd = [sys.executable, str(ROOT / "experiments" / "scaling.py"), "--models", TINY, "--patch", "colors",
+           "--supported", "shapes,counting", "--steps", "6", "--warmup-steps", "1", "--batch-size", "32",
+           "--lr", "3e-3", "--alphas", "0:1:0.25", "--seeds", "0", "--evaluators", "1", "--no-mlflow",
+           "--out", str(out), "--quiet"]
+    killed = run_process(cmd, env)
+    assert killed.returncode == 3, killed.stderr[-2000:]          # the fault point's exit, not a failure
+    partial = raw_rows(out)
+    expected = 5 * 3 * 2                                          # alphas x tasks x splits, one trial
+    assert len(list((out / "results").glob("part-*.parquet"))) == 2 and 0 < len(partial) < expected
+    assert not (out / "scaling.parquet").exists()                 # it never got to its report
+    done = run_process(cmd, env)                                  # armed still, but it fires once
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = raw_rows(out)
     assert len(rows) == expected and not rows.duplicated(KEY).any()
+    assert len(partial.merge(rows, on=KEY + ["created"])) == len(partial)    # its rows kept as written
+    assert (out / "scaling.parquet").is_file()
 
 
 def test_cluster_yaml_passes_rays_own_validation():
@@ -123,20 +109,35 @@ def test_cluster_yaml_passes_rays_own_validation():
     assert any("pip install" in c and "paint_ray" in c for c in config["setup_commands"])
 
 
-def _study_cli(*args, env=None):
-    return subprocess.run([sys.executable, str(ROOT / "experiments" / "scaling.py"), *args], capture_output=True,
-                          text=True, timeout=300, env={**os.environ, **(env or {})})
+def _scaling(argv, capsys) -> str:
+    """experiments/scaling.py ARGV in this process; its one error line."""
+    from paint_ray.cli.study import main_for
+    script = load_script("scaling")
+    code, _, err = run_main(lambda a: main_for("scaling", script.PRESETS, script.__doc__, a), argv, capsys)
+    return one_line_error(code, err)
 
 
-@pytest.mark.parametrize("args,env,needle", [
-    (["--preset", "huge"], {}, "unknown preset 'huge'"),
-    (["--preset", "paper"], {}, "give --data-root DIR"),
-    (["--preset", "paper", "--data-root", "/nonexistent/data"], {}, "/nonexistent/data"),
-    (["--models", TINY, "--gpus-per-trial", "1"], {"RAY_ADDRESS": ""}, "use --gpus-per-trial 0"),
-    (["--models", TINY], {"RAY_ADDRESS": "127.0.0.1:9"}, "cannot reach a Ray cluster at '127.0.0.1:9'"),
+@pytest.mark.parametrize("args,needle", [
+    (["--preset", "huge"], "unknown preset 'huge'"),
+    (["--preset", "paper"], "give --data-root DIR"),
+    (["--preset", "paper", "--data-root", "/nonexistent/data"], "/nonexistent/data"),
 ])
-def test_study_bad_input_is_one_line(tmp_path, args, env, needle):
-    result = _study_cli(*args, "--out", str(tmp_path / "o"), "--quiet", env=env)
-    assert result.returncode == 2
-    lines = [line for line in result.stderr.strip().splitlines() if line.startswith("paint-ray: error")]
-    assert len(lines) == 1 and needle in lines[0] and "Traceback" not in result.stderr, result.stderr[-1500:]
+def test_study_bad_input_is_one_line(tmp_path, args, needle, capsys):
+    assert needle in _scaling([*args, "--out", str(tmp_path / "o"), "--quiet"], capsys)
+    assert not (tmp_path / "o").exists()
+
+
+def test_gpus_the_cluster_lacks_are_one_line_before_any_model_loads(ray_local, tmp_path, capsys):
+    line = _scaling(["--models", TINY, "--gpus-per-trial", "1", "--out", str(tmp_path / "o"), "--quiet"], capsys)
+    assert "use --gpus-per-trial 0" in line and not (tmp_path / "o" / "tune").exists()
+
+
+def test_unreachable_cluster_is_one_line_from_a_real_study_process(tmp_path):
+    """The suite's one real experiments/*.py process refused on bad input: exit 2, one line, no traceback,
+    in a process that has no Ray of its own yet (in this one the session's Ray may be up)."""
+    result = run_process([sys.executable, str(ROOT / "experiments" / "scaling.py"), "--models", TINY,
+                          "--out", str(tmp_path / "o"), "--quiet"], {"RAY_ADDRESS": "127.0.0.1:9"}, 300)
+    assert result.returncode == 2 and result.stdout == "", result.stderr[-1500:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "cannot reach a Ray cluster at '127.0.0.1:9'" in lines[0], result.stderr[-1500:]
+    assert not (tmp_path / "o" / "tune").exists()

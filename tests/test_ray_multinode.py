@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 import ray
 
-from conftest import TINY
+from conftest import TINY, make_study_config
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[1]
 BUDGET = 2 * 2**20          # bytes of eval data per evaluator: above one batch (1.5 MiB at 32 px), below the data
@@ -28,6 +30,7 @@ def gpu_cluster(tiny):
     from ray.cluster_utils import Cluster
     if ray.is_initialized():
         ray.shutdown()
+    precision = os.environ.get("PAINT_RAY_EVAL_PRECISION")
     os.environ["PAINT_RAY_EVAL_PRECISION"] = "fp32"        # bit-for-bit comparisons; inherited by every node
     dashboard = free_port()
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "num_gpus": 0, "include_dashboard": True,
@@ -40,15 +43,16 @@ def gpu_cluster(tiny):
         shutdown_evaluators()
         ray.shutdown()
     cluster.shutdown()
-    os.environ.pop("PAINT_RAY_EVAL_PRECISION", None)
+    if precision is None:                                    # as the session had it
+        os.environ.pop("PAINT_RAY_EVAL_PRECISION", None)
+    else:
+        os.environ["PAINT_RAY_EVAL_PRECISION"] = precision
 
 
 def study(tmp_path, cluster, **kw):
-    from paint_ray.config import StudyConfig, TrialResources
-    return StudyConfig(name="multi", models=[TINY], patch_tasks=["colors", "counting"], supported=["shapes"],
-                       alphas=[0.0, 0.5, 1.0], out=str(tmp_path), address=cluster.address, progress=False,
-                       search_space={"lr": [3e-3], "steps": [30], "batch_size": [32], "warmup_steps": [2]},
-                       resources=TrialResources(cpus=1, gpus=1), mlflow=False, **kw)
+    from paint_ray.config import TrialResources
+    return make_study_config(tmp_path, name="multi", patch_tasks=["colors", "counting"], address=cluster.address,
+                             resources=TrialResources(cpus=1, gpus=1), **kw)
 
 
 def test_data_stays_on_budgeted_evaluators_and_weights_move(gpu_cluster, tmp_path):
@@ -67,14 +71,15 @@ def test_data_stays_on_budgeted_evaluators_and_weights_move(gpu_cluster, tmp_pat
     trial_nodes = set(result.trials["node_id"])
     assert len(result.trials) == 2 and trial_nodes <= gpu_node_ids
     assert len(trial_nodes) == 2, "the two 1-GPU trials should have run on the two GPU nodes"
-    evaluators = live.evaluators(study_id(cfg))
+    evaluators = live.evaluators(study_id(cfg))      # name -> evaluation.inventory.Inventory
     assert len(evaluators) == 2                       # one per GPU
-    assert {inv["node_id"] for inv in evaluators.values()} == gpu_node_ids
+    assert {inv.node_id for inv in evaluators.values()} == gpu_node_ids
     for inv in evaluators.values():
-        assert inv["budget"] == BUDGET and 0 < inv["resident_bytes"] <= BUDGET
-        assert {s["task"] for s in inv["shards"]}, "every evaluator holds data"
-    assert sum(inv["streamed_bytes"] for inv in evaluators.values()) > 0, "what fits no budget streams"
-    names = [s["name"] for inv in evaluators.values() for s in inv["shards"]]
+        # the budget covers the weights the evaluator holds and its resident data together
+        assert inv.budget == BUDGET and 0 < inv.resident_bytes and inv.used_bytes <= BUDGET
+        assert {s.task for s in inv.shards}, "every evaluator holds data"
+    assert sum(inv.streamed_bytes for inv in evaluators.values()) > 0, "what fits no budget streams"
+    names = [s.name for inv in evaluators.values() for s in inv.shards]
     assert any("@" in n for n in names), "a split larger than a budget is cut into shards"
     assert sorted(result.table()["patch"]) == ["colors", "counting"]
     live.shutdown(study_id(cfg))                      # their GPUs go back to the cluster
@@ -101,13 +106,16 @@ def test_study_submitted_as_a_ray_job(gpu_cluster, tmp_path):
     out = tmp_path / "job_out"
     # as on a cluster.yaml cluster: the checkout is on every node and installed there (no working_dir upload)
     entry = (f"{sys.executable} {ROOT / 'experiments' / 'scaling.py'} --models {TINY} --patch colors --supported shapes "
-             f"--steps 20 --warmup-steps 2 --batch-size 32 --alphas 0,1 --evaluators 1 --gpus-per-trial 1 "
+             f"--steps 6 --warmup-steps 1 --batch-size 32 --alphas 0,1 --evaluators 1 --gpus-per-trial 1 "
              f"--seeds 0 --no-mlflow --quiet --out {out}")
     job = client.submit_job(entrypoint=entry)
-    deadline = time.time() + 240
-    while client.get_job_status(job) not in {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}:
-        assert time.time() < deadline, client.get_job_logs(job)[-2000:]
+    for _ in range(300):                              # a bounded wait (10 minutes), not a speed check
+        if client.get_job_status(job) in {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}:
+            break
         time.sleep(2)
+    else:
+        client.stop_job(job)                          # the job this test submitted, by its id
+        pytest.fail("the Ray job did not finish in 10 minutes: " + client.get_job_logs(job)[-2000:])
     logs = client.get_job_logs(job)
     assert client.get_job_status(job) == JobStatus.SUCCEEDED, logs[-2000:]
     assert "test accuracy at the α chosen on validation" in logs

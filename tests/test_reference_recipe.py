@@ -3,9 +3,7 @@ epochs, per-task epochs, the precision option, and embedded θ1 keys left as the
 from __future__ import annotations
 
 import copy
-import importlib.util
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,7 +24,6 @@ from paint_ray.training.recipe import PAPER_EPOCHS, PAPER_SEARCH_SPACE, resolve,
 from paint_ray.tasks import get_task
 from paint_ray.caches.train import entry_dir, full_view, full_view_side, train_split
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def photo(h: int = 300, w: int = 400, seed: int = 0) -> np.ndarray:
@@ -64,9 +61,10 @@ def test_crop_params_follow_the_scale_and_ratio_bounds():
 
 # ---------------------------------------------------------------- the resampling: torchvision's resized_crop
 def test_device_crop_equals_torchvisions_resized_crop():
-    """Same image, same box: equal to torchvision's resized_crop on a float tensor (what it runs on GPUs)
-    exactly after rounding; within max 8 / mean 0.5 grey levels of its uint8 CPU path and of PIL (the
-    reference's path), which use PIL's fixed-point bicubic."""
+    """Same image, same box: torchvision's resized_crop on a float tensor (what it runs on GPUs) up to float
+    rounding (our exact filter-tap matrices sum in another order: at most one grey level, in well under 0.1%
+    of the pixels); within max 8 / mean 0.5 grey levels of its uint8 CPU path and of PIL (the reference's
+    path), which use PIL's fixed-point bicubic. The batched path is the per-image one exactly."""
     img = photo()
     t = torch.from_numpy(img).permute(2, 0, 1).contiguous()
     gen = torch.Generator().manual_seed(1)
@@ -75,7 +73,8 @@ def test_device_crop_equals_torchvisions_resized_crop():
         ours = resized_crop(t, box, 224)
         on_float = F2.resized_crop(t.float(), *box, size=[224, 224], interpolation=InterpolationMode.BICUBIC,
                                    antialias=True).round().clamp(0, 255)
-        assert torch.equal(ours, on_float), box
+        off = (ours - on_float).abs()
+        assert off.max() <= 1 and (off > 0).float().mean() < 1e-3, (box, float(off.max()), int((off > 0).sum()))
         for other in (F2.resized_crop(t, *box, size=[224, 224], interpolation=InterpolationMode.BICUBIC,
                                       antialias=True).float(),
                       torch.from_numpy(np.array(F1.resized_crop(Image.fromarray(img), *box, [224, 224],
@@ -130,8 +129,7 @@ def test_shuffled_epochs_visit_every_example_once_per_epoch(tiny):
     per_epoch = math.ceil(n / 300)
     seen = []
     for step in range(2 * per_epoch):
-        tuner.step = step
-        [(_, idx)] = tuner._shuffled()
+        [(_, idx)] = tuner._shuffled(step)
         seen.append(idx)
     first, second = torch.cat(seen[:per_epoch]), torch.cat(seen[per_epoch:])
     assert sorted(first.tolist()) == list(range(n)) == sorted(second.tolist())
@@ -139,6 +137,7 @@ def test_shuffled_epochs_visit_every_example_once_per_epoch(tiny):
     assert len(seen[per_epoch - 1]) == n - 300 * (per_epoch - 1)   # the last batch is partial
 
 
+@pytest.mark.slow
 def test_reference_recipe_resumes_from_a_checkpoint_identically(tiny):
     a = _tuner(tiny, augment="rrc", order="epochs").run()
     b = _tuner(tiny, augment="rrc", order="epochs").run(until=2)
@@ -163,15 +162,16 @@ def test_embedded_recipe_content_is_unchanged_and_new_settings_change_the_key():
                                           "warmup_steps": 20, "label_smoothing": 0.0, "grad_clip": 1.0,
                                           "augment_shift": 3, "seed": 0}
     keys = {FinetuneJob(ref, ("digits",), ("k1",), FinetuneConfig(**change)).key
-            for change in ({}, {"precision": "bf16"}, {"augment": "rrc"}, {"order": "epochs"}, {"epochs": 3.0})}
-    assert len(keys) == 5
+            for change in ({}, {"precision": "bf16"}, {"precision": "tf32"}, {"augment": "rrc"}, {"order": "epochs"},
+                           {"epochs": 3.0})}
+    assert len(keys) == 6
     rrc = FinetuneConfig(augment="rrc", augment_shift=7)
     assert rrc.as_dict()["augment_shift"] == 0
     assert rrc.as_dict() == FinetuneConfig(augment="rrc", augment_shift=0).as_dict()
 
 
 @pytest.mark.parametrize("field, value, says", [
-    ("precision", "fp16", "--finetune-precision 'fp16' is not valid; give one of: fp32, bf16"),
+    ("precision", "fp16", "--finetune-precision 'fp16' is not valid; give one of: fp32, tf32, bf16"),
     ("augment", "crop", "--augment 'crop' is not valid; give one of: shift, rrc"),
     ("order", 3, "--order 3 is not valid; give one of: replacement, epochs"),
     ("epochs", -1.0, "epochs -1.0 is out of range"),
@@ -189,19 +189,22 @@ def test_per_task_epochs_convert_to_steps_and_steps_override(tmp_path):
     # full-size MNIST: 55,000 training images after the 5,000 held out -> 430 batches of 128 per epoch
     assert steps_for_epochs(5, 55_000, 128) == 5 * 430 == 2150
     paper = FinetuneConfig(**{k: v[0] for k, v in PAPER_SEARCH_SPACE.items()})
-    assert (paper.augment, paper.order, paper.precision, paper.lr, paper.warmup_steps) == ("rrc", "epochs", "fp32",
+    # TF32 matmuls (on Ampere and newer GPUs; plain fp32 on CPUs) by default, --finetune-precision fp32 for strict
+    assert (paper.augment, paper.order, paper.precision, paper.lr, paper.warmup_steps) == ("rrc", "epochs", "tf32",
                                                                                           1e-5, 500)
     assert resolve(paper, "mnist", 55_000, PAPER_EPOCHS).steps == 2150
     assert resolve(paper, "kitti_distance", 5_000, PAPER_EPOCHS) == paper          # none listed: 2,000 steps
     with pytest.raises(PaintRayError, match="mnist: 5 epochs of 45 training images at batch 128 are 5 steps"):
         resolve(paper, "mnist", 45, PAPER_EPOCHS)
-    spec = importlib.util.spec_from_file_location("scaling_preset", ROOT / "experiments" / "scaling.py")
-    scaling = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(scaling)
+    from conftest import load_script
+    scaling = load_script("scaling")
     from paint_ray.cli.study import build_parser, config_from_args
     args = ["--preset", "paper", "--out", str(tmp_path)]
     cfg = config_from_args("scaling", scaling.PRESETS, build_parser("scaling", scaling.PRESETS, None).parse_args(args))
-    assert cfg.epochs == PAPER_EPOCHS and cfg.recipes()[0].precision == "fp32"
+    assert cfg.epochs == PAPER_EPOCHS and cfg.recipes()[0].precision == "tf32"
+    strict = config_from_args("scaling", scaling.PRESETS, build_parser("scaling", scaling.PRESETS, None).parse_args(
+        [*args, "--finetune-precision", "fp32"]))
+    assert strict.recipes()[0].precision == "fp32"
     cfg = config_from_args("scaling", scaling.PRESETS, build_parser("scaling", scaling.PRESETS, None).parse_args(
         [*args, "--steps", "7", "--finetune-precision", "bf16", "--augment", "shift", "--order", "replacement"]))
     assert cfg.epochs == {} and cfg.recipes()[0].steps == 7 and cfg.recipes()[0].precision == "bf16"
@@ -214,4 +217,4 @@ def test_a_bad_precision_on_the_study_command_line_is_one_line(tmp_path, capsys)
                             "search_space": {"lr": [3e-4], "steps": [200]}}}
     assert main_for("scaling", presets, argv=["--out", str(tmp_path), "--local", "--finetune-precision", "fp16"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == "paint-ray: error: --finetune-precision 'fp16' is not valid; give one of: fp32, bf16"
+    assert err == "paint-ray: error: --finetune-precision 'fp16' is not valid; give one of: fp32, tf32, bf16"

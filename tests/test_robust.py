@@ -71,15 +71,14 @@ def test_trends_count_the_seeds_they_hold_in():
 
 @pytest.mark.parametrize("seeds, message", [([], "--seeds is empty"), ([0, 0], "lists a seed twice"),
                                             ([-1], "seed -1 is not a fine-tuning seed; give an integer from 0")])
-def test_bad_seeds_are_one_line_errors(seeds, message, tmp_path):
-    from paint_ray.config import StudyConfig
+def test_bad_seeds_are_one_line_errors(seeds, message, tmp_path, study_config):
     from paint_ray.errors import PaintRayError
-    cfg = StudyConfig(name="s", models=[TINY], patch_tasks=["colors"], supported=["shapes"], alphas=[0.5],
-                      out=str(tmp_path / "o"), seeds=seeds)
+    cfg = study_config(tmp_path / "o", name="s", alphas=[0.5], seeds=seeds)
     with pytest.raises(PaintRayError, match=message):
         cfg.validate()
 
 
+@pytest.mark.slow
 def test_seeds_are_patched_and_reported_one_by_one(tiny, tmp_path, capsys):
     """--seeds 0,1 through the study command line (--local): two rows per model and patch task, each its own
     trial, the summary across seeds printed and saved, the plot written."""
@@ -108,12 +107,9 @@ def test_bad_seeds_flag_and_multitask_with_two_seeds_refused(tmp_path, capsys):
                                 search_space={"lr": [3e-3], "steps": [6]})}
     with pytest.raises(SystemExit):
         main_for("seeds", presets, argv=["--out", str(tmp_path / "o"), "--seeds", "zero"])
-    assert "'zero' is not a comma list of integer seeds" in capsys.readouterr().err
-    import importlib.util
-    from pathlib import Path
-    spec = importlib.util.spec_from_file_location("mt", Path(__file__).parents[1] / "experiments" / "multitask.py")
-    mt = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mt)
+    assert "--seeds/--seed: 'zero' is not a comma list of integers, e.g. 0,1" in capsys.readouterr().err
+    from conftest import load_script
+    mt = load_script("multitask")
     assert mt.main(["--models", TINY, "--seeds", "0,1", "--out", str(tmp_path / "m"), "--local"]) != 0
     assert "one fine-tuning seed at a time" in capsys.readouterr().err
     assert not (tmp_path / "m").exists()

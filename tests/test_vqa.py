@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import importlib.util
 import json
 from pathlib import Path
 
@@ -19,10 +18,8 @@ from paint_ray.tasks.answer_groups import cross_entropy, restrict
 from paint_ray.errors import PaintRayError
 from paint_ray.evaluation.evaluator import ZERO_SHOT, Cell, Evaluator
 from paint_ray.caches.eval import task_key
-from paint_ray.identity import digest
 from paint_ray.tasks import get_task
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 # ---- the restriction ---------------------------------------------------------------------------------------
@@ -84,7 +81,8 @@ def test_evaluator_and_finetuning_score_within_groups_and_ordinary_tasks_are_una
     cfg = FinetuneConfig(steps=2, warmup_steps=1, batch_size=16, augment_shift=0)
     grouped = Finetuner(copy.deepcopy(tiny.model.visual), head, data, cfg, groups=pairs)
     ordinary = Finetuner(copy.deepcopy(tiny.model.visual), head, data, cfg)
-    x, routes, y = grouped._batch()
+    batch = grouped._next()
+    x, routes, y = grouped._input(batch), batch.routes, batch.labels
     with torch.no_grad():
         feats = torch.nn.functional.normalize(grouped.visual(x).float(), dim=-1)
         assert grouped.loss(x, routes, y).item() == pytest.approx(
@@ -93,13 +91,24 @@ def test_evaluator_and_finetuning_score_within_groups_and_ordinary_tasks_are_una
             torch.nn.functional.cross_entropy(feats @ head.T, y).item(), rel=1e-5)
 
 
-def test_task_key_changes_with_the_groups_and_ordinary_keys_stay_as_they_were():
+def test_task_key_changes_with_the_groups_data_and_prompts_and_never_with_the_name():
     task = get_task("colors")
     assert task.answer_groups is None
-    assert task_key(task) == digest([task.name, task.fingerprint, list(task.classnames), list(task.templates)])
     vqa = get_task("vqa")
     assert task_key(vqa) != task_key(dataclasses.replace(vqa, answer_groups=(0,) * len(vqa.classnames)))
     assert task_key(vqa) != task_key(dataclasses.replace(vqa, answer_groups=None))
+    # the key is content: the data, how it is prepared, the prompts; a task's name is only its label
+    assert task_key(dataclasses.replace(task, name="colours")) == task_key(task)
+    for change in ({"fingerprint": task.fingerprint + "-other"}, {"templates": ("a {}.",)},
+                   {"classnames": task.classnames[::-1]}):
+        assert task_key(dataclasses.replace(task, **change)) != task_key(task), change
+    from paint_ray.caches import eval as eval_cache
+    before = task_key(task)
+    with pytest.MonkeyPatch.context() as mp:                          # the eval data prepared another way
+        mp.setattr(eval_cache, "PREPARATION", eval_cache.PREPARATION + "-other")
+        assert task_key(task) != before
+    # the embedded world's fingerprints name their generator's task: two generated tasks never share data
+    assert task.fingerprint != get_task("shapes").fingerprint
 
 
 # ---- the embedded world's questions ------------------------------------------------------------------------
@@ -258,16 +267,15 @@ def test_vqav2_bad_input_is_one_line_naming_what_is_missing_and_what_is_expected
 # ---- experiments/vqa.py end to end -------------------------------------------------------------------------
 
 def _script():
-    spec = importlib.util.spec_from_file_location("vqa_script", ROOT / "experiments" / "vqa.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    return script
+    from conftest import load_script
+    return load_script("vqa")
 
 
 QUICK = ["--local", "--models", TINY, "--steps", "3", "--warmup-steps", "1", "--alphas", "0,1", "--no-mlflow",
          "--quiet"]
 
 
+@pytest.mark.slow
 def test_vqa_script_runs_locally_and_scores_within_each_question(tiny, tmp_path, capsys, monkeypatch):
     from paint_ray.caches.heads import cached_head
     from paint_ray.cli.study import main_for
@@ -294,6 +302,7 @@ def test_vqa_script_runs_locally_and_scores_within_each_question(tiny, tmp_path,
     assert zero == pytest.approx(grouped) and grouped != pytest.approx(accuracy(tiny.model.visual, head, test))
 
 
+@pytest.mark.slow
 def test_vqa_script_paper_preset_reads_a_vqa_v2_miniature(tiny, tmp_path, capsys):
     from paint_ray.cli.study import main_for
     script = _script()

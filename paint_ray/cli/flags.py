@@ -24,6 +24,13 @@ def int_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"{text!r} is not a comma list of integers, e.g. 0,1") from None
 
 
+def seed_list(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma list of integer seeds, e.g. 0,1") from None
+
+
 def names(text: str) -> list[str]:
     return [v.strip() for v in text.split(",") if v.strip()]
 
@@ -70,7 +77,7 @@ def add_study_flags(p: argparse.ArgumentParser, presets: dict, out: str, single:
     g.add_argument("--order", type=names, help="replacement or epochs (a shuffle per epoch)")
     g.add_argument("--finetune-precision", default=None,
                    help="fp32 (the reference's), tf32 (TF32 matmuls on Ampere+ GPUs) or bf16 (autocast)")
-    g.add_argument("--seeds", "--seed", dest="seeds", type=int_list,
+    g.add_argument("--seeds", "--seed", dest="seeds", type=seed_list,
                    help="fine-tuning seeds, comma-separated; each (model, patch task) is patched once per seed")
 
     g = p.add_argument_group("where it runs")

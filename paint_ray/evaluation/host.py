@@ -105,6 +105,7 @@ class EvaluatorHost:
                 continue
             task = self._task(name, key, data_root)
             ev.add_head(name, cached_head(self.loaded[model_id], task, self.device, storage), key, task.answer_groups)
+            self.loads += 1
         self._used()
 
     def _task(self, name: str, key: str, data_root: str | None):

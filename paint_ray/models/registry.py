@@ -133,6 +133,9 @@ def ensure_embedded(name: str, progress: bool = True, device: str = "cpu", stora
     from ..storage import exists, fetch, publish, relative_name
     path = embedded_dir(name)
     if (path / WEIGHTS_NAME).is_file():
+        if storage:       # cached here from an earlier study: this study's other nodes read it from its storage
+            for f in (CONFIG_NAME, WEIGHTS_NAME):
+                publish(path / f, storage)
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(path) + ".lock"):

@@ -202,7 +202,7 @@ def _log_patched_run(client, exp_id: str, rid: str, pm, result) -> dict:
     trials = result.trials[(result.trials.model == pm.model) & (result.trials.patch == pm.patch)
                            & (result.trials["mode"] == pm.mode) & (result.trials["seed"] == pm.seed)]
     for tr in trials.itertuples():
-        _log_trial(client, exp_id, rid, tr, chosen=tr.key == pm.weights.theta1_key)
+        _log_trial(client, exp_id, rid, tr, chosen=tr.theta1 == pm.weights.theta1)
     return summary
 
 

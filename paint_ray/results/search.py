@@ -1,6 +1,8 @@
 """Searching the α frontier instead of gridding it: validation cells in rounds chosen from the results so far.
 
-A selection needs the frontier near a few points only, not everywhere:
+A selection needs the frontier near a few points only, not everywhere. The first round is a coarse grid
+(0, 0.1, …, 1: validation curves are noisy, and a search started from the anchors alone can settle on a
+bump of noise), then each target is refined around it:
 
 - under a drop budget B (the max-drop rule, and the ≤1 / ≤3-point budget views of robust.py), supported
   accuracy falls about monotonically with α, so the budget's boundary (the largest α whose supported drop is
@@ -25,6 +27,7 @@ import pandas as pd
 from .robust import BUDGETS
 
 GOLDEN = (math.sqrt(5) - 1) / 2            # 0.618…
+COARSE = tuple(i / 10 for i in range(11))  # the first round
 PLOT_POINTS = (0.25, 0.5, 0.75)            # test points besides the chosen ones, for the frontier's shape
 
 
@@ -51,8 +54,8 @@ class AlphaSearch:
         a drop is measured from (default: the frontier's own: a sequential set's α = 0 is not θ0)."""
         t = frontier.dropna(subset=["patch_val"]).sort_values("alpha")
         have = set(t["alpha"].round(6))
-        if not {0.0, 1.0} <= have:
-            return sorted({0.0, 1.0} - have)
+        if not set(COARSE) <= have:
+            return sorted(set(COARSE) - have)
         wanted = set()
         alphas = t["alpha"].to_numpy(float)
         if t["supported_val"].notna().all():
@@ -90,4 +93,4 @@ class AlphaSearch:
         t = frontier.dropna(subset=["patch_val"])
         alphas = sorted(set(t["alpha"].round(6)))
         near = {min(alphas, key=lambda a: abs(a - p)) for p in PLOT_POINTS} if alphas else set()
-        return sorted({0.0, 1.0} | {_round(a) for a in chosen} | near)
+        return sorted({0.0, 1.0} | {_round(a) for a in chosen if a == a} | near)      # nan: none eligible
