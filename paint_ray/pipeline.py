@@ -10,6 +10,8 @@ May import: errors, identity, paths, storage, devices, tasks, data, models, cach
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
+from typing import Any
 from collections.abc import Iterable, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -35,6 +37,19 @@ from .results.selection import best_of, frontier_table, select_alpha
 from .results.study import PatchedModel, StudyResult
 from .tasks import get_task
 
+
+
+@dataclass
+class _ScheduleWork:
+    """One patched model's per-block schedule search (Pipeline.search_schedules)."""
+    pm: PatchedModel
+    blocks: int                        # the image tower's blocks
+    base: float                        # zero-shot supported accuracy on validation: the budgets' reference
+    points_before: set                 # points evaluated before this search: what it costs is the rest
+    search: Any = None                 # results.schedules.Search, or None for a given schedule
+    given: list = field(default_factory=list)       # the given schedule, until its one round is proposed
+    proposed: list = field(default_factory=list)    # this round's schedules
+    chosen: dict = field(default_factory=dict)      # target name -> its choice
 
 class Pipeline:
     def __init__(self, cfg: StudyConfig, backend: Backend):
@@ -244,68 +259,65 @@ class Pipeline:
         cfg = self.cfg
         targets = targets_for(cfg.rule, cfg.max_drop)
         frame = self.store.read(schedules=True)
-        items = []                 # (patched model, blocks, base, points before, search or None)
-        given = {}
+        items: list[_ScheduleWork] = []
         for pm in patched:
             ws = pm.weights
             n = self.n_blocks(ws.model)
             table = self.schedule_pool(ws, pm.patch.split("+"), n, frame)
             base = float(pm.zero_shot_point()["supported_val"])
-            search = None
+            item = _ScheduleWork(pm, n, base, set(table["point"]))
             if cfg.schedule in SCHEDULE_KINDS:
                 space = ScheduleSpace(cfg.schedule, n)
                 searchers = {t.name: self.backend.searcher(cfg.searcher, space.names,
                                                            seed_of(ws.key, space.kind, t.name, cfg.searcher),
                                                            warm_points(space, table, t, base)) for t in targets}
-                search = Search(space, targets, base, searchers, cfg.schedule_trials, cfg.schedule_batch)
+                item.search = Search(space, targets, base, searchers, cfg.schedule_trials, cfg.schedule_batch)
             else:
-                given[id(pm)] = parse_schedule(cfg.schedule, n, ws.model.spec)
-            items.append((pm, n, base, set(table["point"]), search))
+                item.given = [parse_schedule(cfg.schedule, n, ws.model.spec)]
+            items.append(item)
 
-        def cells(pm, schedules, split):
-            return [(sc.alpha, t, split, sc.key) for sc in schedules for t in pm.weights.eval_tasks]
+        def pool(item: _ScheduleWork, frame: pd.DataFrame) -> pd.DataFrame:
+            return self.schedule_pool(item.pm.weights, item.pm.patch.split("+"), item.blocks, frame)
 
         rounds = 0
         while True:
             wanted: dict[WeightSet, list] = {}
-            proposed = {}
-            for pm, n, base, before, search in items:
-                schedules = search.propose() if search is not None else \
-                    ([given[id(pm)]] if rounds == 0 else [])
-                if schedules:
-                    proposed[id(pm)] = schedules
-                    wanted.setdefault(pm.weights, []).extend(cells(pm, schedules, "val"))
+            for item in items:
+                item.proposed = item.search.propose() if item.search is not None else item.given
+                item.given = []          # a given schedule is one round
+                wanted.setdefault(item.pm.weights, []).extend(
+                    (sc.alpha, t, "val", sc.key) for sc in item.proposed for t in item.pm.weights.eval_tasks)
+            wanted = {ws: cells for ws, cells in wanted.items() if cells}
             if not wanted:
                 break
             self.sweep_cells(wanted)
             rounds += 1
             frame = self.store.read(schedules=True)
-            for pm, n, base, before, search in items:
-                if search is None or id(pm) not in proposed:
-                    continue
-                table = self.schedule_pool(pm.weights, pm.patch.split("+"), n, frame).set_index("point")
-                search.observe(lambda sc: tuple(table.loc[point_key(sc.key, sc.alpha, n),
-                                                          ["patch_val", "supported_val"]].astype(float)))
+            for item in items:
+                if item.search is not None and item.proposed:
+                    table, n = pool(item, frame).set_index("point"), item.blocks
+                    item.search.observe(lambda sc, table=table, n=n: tuple(
+                        table.loc[point_key(sc.key, sc.alpha, n), ["patch_val", "supported_val"]].astype(float)))
         frame = self.store.read(schedules=True)
-        wanted, chosen = {}, {}
-        for pm, n, base, before, search in items:
-            table = self.schedule_pool(pm.weights, pm.patch.split("+"), n, frame)
-            chosen[id(pm)] = {t.name: choose(table, t, base) for t in targets}
+        wanted = {}
+        for item in items:
+            table = pool(item, frame)
+            item.chosen = {t.name: choose(table, t, item.base) for t in targets}
             tested = set(table.dropna(subset=["patch_test"])["point"])
-            for c in chosen[id(pm)].values():
+            for c in item.chosen.values():
                 if c.eligible and c.point not in tested:
-                    wanted.setdefault(pm.weights, []).extend(
-                        (c.alpha, t, "test", c.schedule) for t in pm.weights.eval_tasks)
+                    wanted.setdefault(item.pm.weights, []).extend(
+                        (c.alpha, t, "test", c.schedule) for t in item.pm.weights.eval_tasks)
         self.sweep_cells(wanted)
         frame = self.store.read(schedules=True)
-        for pm, n, base, before, search in items:
-            table = self.schedule_pool(pm.weights, pm.patch.split("+"), n, frame)
-            new = set(table["point"]) - before
-            tests = {c.point for c in chosen[id(pm)].values() if c.eligible and c.point not in before}
-            k = len(pm.weights.eval_tasks)
-            pm.schedule = ScheduleResult(cfg.schedule if search is not None else "given", cfg.searcher, n, table,
-                                         chosen[id(pm)], targets[0].name,
-                                         cells={"val": k * len(new), "test": k * len(tests)}, rounds=rounds)
+        for item in items:
+            table = pool(item, frame)
+            new = set(table["point"]) - item.points_before
+            tests = {c.point for c in item.chosen.values() if c.eligible and c.point not in item.points_before}
+            k = len(item.pm.weights.eval_tasks)
+            item.pm.schedule = ScheduleResult(cfg.schedule if item.search is not None else "given", cfg.searcher,
+                                              item.blocks, table, item.chosen, targets[0].name,
+                                              cells={"val": k * len(new), "test": k * len(tests)}, rounds=rounds)
         self.timings["schedule_rounds"] = self.timings.get("schedule_rounds", 0) + rounds
 
     # ---- 4. selection -----------------------------------------------------------------------
