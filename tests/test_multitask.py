@@ -112,7 +112,7 @@ def test_three_modes_end_to_end_sequential_starts_from_patched_step1(ray_local, 
     assert seq.weights.start is not None
     start = load_tensors(fetch(seq.weights.start, None))
     assert all(torch.allclose(start[k], expected[k], atol=1e-6) for k in expected)
-    trial = result.trials[result.trials.key == seq.weights.theta1_key].iloc[0]
+    trial = result.trials[result.trials.weights == seq.weights.key].iloc[0]
     from pathlib import Path
     start_name = json.loads(Path(trial.path, "params.json").read_text())["job"]["start"]
     assert start_name == seq.weights.start                 # the trial was handed the start point by name
@@ -131,8 +131,9 @@ def test_per_task_coefficients_search_and_given_coefficients_log_to_mlflow(tiny,
     merged = next(pm for pm in result.patched if pm.mode == "parallel")
     assert len(merged.coefficient_table) == 4                 # (0.5, 1.0) for each of the two tasks
     assert set(merged.frontier["alpha"]) == {0.0, 1.0}        # zero-shot next to the chosen merge
-    best = merged.coefficient_table.sort_values("score").iloc[-1]
-    assert merged.trial == best["trial"]
+    scored = merged.coefficient_table
+    eligible = scored[scored.eligible]
+    assert merged.trial == scored.loc[eligible.score.idxmax(), "trial"]   # the best score, the first on ties
     assert len(result.run_ids) == len(result.patched)         # every patched model reached MLflow
     from mlflow import MlflowClient
 

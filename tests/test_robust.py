@@ -107,7 +107,7 @@ def test_bad_seeds_flag_and_multitask_with_two_seeds_refused(tmp_path, capsys):
                                 search_space={"lr": [3e-3], "steps": [6]})}
     with pytest.raises(SystemExit):
         main_for("seeds", presets, argv=["--out", str(tmp_path / "o"), "--seeds", "zero"])
-    assert "--seeds/--seed: 'zero' is not a comma list of integers, e.g. 0,1" in capsys.readouterr().err
+    assert "--seeds/--seed: 'zero' is not a comma list of integer seeds, e.g. 0,1" in capsys.readouterr().err
     from conftest import load_script
     mt = load_script("multitask")
     assert mt.main(["--models", TINY, "--seeds", "0,1", "--out", str(tmp_path / "m"), "--local"]) != 0
