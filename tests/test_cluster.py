@@ -83,20 +83,21 @@ class FakeCluster:
     """A head started by `ray start` with Ray's fake autoscaling provider: a CPU head and GPU worker nodes
     (logical GPUs) that the autoscaler adds on demand and removes once idle, like cluster.yaml's."""
 
-    def __init__(self, tmp: Path, idle_minutes: float = 0.25):
+    def __init__(self, tmp: Path, idle_minutes: float = 0.25, head_gpus: int = 0, max_workers: int = 2):
         self.tmp = tmp
         self.port, self.dashboard = free_port(), free_port()
         # our marker: every head process names it; short, since Ray's socket paths under it must fit 107 bytes
         self.temp_dir = Path(tempfile.mkdtemp(prefix="prc-"))
         self.config = tmp / "cluster.yaml"
         self.config.write_text(yaml.safe_dump({
-            "cluster_name": "paint-ray-test", "max_workers": 2, "upscaling_speed": 1.0,
+            "cluster_name": "paint-ray-test", "max_workers": max_workers, "upscaling_speed": 1.0,
             "idle_timeout_minutes": idle_minutes,
             "provider": {"type": "fake_multinode", "use_node_id_as_ip": True, "disable_node_updaters": True,
                          "disable_launch_config_check": True, "gcs_address": f"127.0.0.1:{self.port}"},
             "available_node_types": {
-                "ray.head.default": {"resources": {"CPU": 1}, "max_workers": 0, "node_config": {}},
-                "gpu_worker": {"resources": {"CPU": 1, "GPU": 1}, "min_workers": 0, "max_workers": 2,
+                "ray.head.default": {"resources": {"CPU": 1, **({"GPU": head_gpus} if head_gpus else {})},
+                                     "max_workers": 0, "node_config": {}},
+                "gpu_worker": {"resources": {"CPU": 1, "GPU": 1}, "min_workers": 0, "max_workers": max_workers,
                                "node_config": {}}},
             "head_node_type": "ray.head.default", "auth": {"ssh_user": "ray"}, "file_mounts": {},
             "setup_commands": [], "head_setup_commands": [], "worker_setup_commands": [],
@@ -116,7 +117,7 @@ class FakeCluster:
                     "PAINT_RAY_ACTOR_TIMEOUT": "300"}
         self.env.pop("RAY_AUTH_TOKEN", None)
         r = subprocess.run([RAY, "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(self.port),
-                            "--num-cpus", "1", "--num-gpus", "0", f"--autoscaling-config={self.config}",
+                            "--num-cpus", "1", "--num-gpus", str(head_gpus), f"--autoscaling-config={self.config}",
                             f"--temp-dir={self.temp_dir}", "--include-dashboard=true",
                             f"--dashboard-port={self.dashboard}", "--dashboard-host=127.0.0.1",
                             # every port of our own: other clusters may run on this machine
@@ -144,13 +145,18 @@ class FakeCluster:
         shutil.rmtree(self.temp_dir, ignore_errors=True)
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory, tiny):
+def _end_local_ray() -> None:
+    """This session's own local Ray, if one is up: a fake cluster needs the machine."""
     import ray
-    if ray.is_initialized():          # this session's own local Ray: the fake cluster needs the machine
+    if ray.is_initialized():
         from paint_ray.distributed.evaluators import shutdown_evaluators
         shutdown_evaluators()
         ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory, tiny):
+    _end_local_ray()
     c = FakeCluster(tmp_path_factory.mktemp("fake_cluster"))
     try:
         yield c
@@ -217,12 +223,29 @@ def test_two_studies_on_one_cluster_both_finish_without_killing_each_others_eval
         assert (cluster.tmp / f"two{i}" / "scaling.parquet").is_file()
 
 
-def test_the_readme_job_step_runs_as_written_with_token_auth_a_runtime_env_and_s3_storage(cluster, s3):
+@pytest.fixture
+def gpu_head(tmp_path_factory, tiny):
+    """A second fake cluster whose head has the (logical) GPU and no worker nodes. Every fake node shares this
+    machine's disk and Ray's session folder: a worker node's runtime-env agent unpacks a job's --working-dir
+    afresh into the one folder the head's job driver runs in, deleting the driver's working directory under
+    it (Tune then fails in os.getcwd()). Real nodes each have their own disk, so the job step is tested where
+    nothing but the job's own processes, on one node, use its working dir; the multi-node parts are the
+    autoscaling test's."""
+    _end_local_ray()
+    c = FakeCluster(tmp_path_factory.mktemp("gpu_head"), head_gpus=1, max_workers=0)
+    try:
+        yield c
+    finally:
+        c.stop()
+
+
+def test_the_readme_job_step_runs_as_written_with_token_auth_a_runtime_env_and_s3_storage(gpu_head, s3):
     """`ray job submit` with the token step, a --working-dir and a --runtime-env-json that sets env_vars: the
     driver adds its variables to the job's runtime env instead of replacing it (Ray refuses two of one key).
     The job's storage is s3:// on a local S3 server: pyarrow's S3 filesystem carries the Tune experiment and
-    the θ1s (with their sha256), and the worker nodes reach it with the job's AWS settings."""
+    the θ1s (with their sha256), and the trial and evaluator processes reach it with the job's AWS settings."""
     import boto3
+    cluster = gpu_head
     bucket = s3.removeprefix("s3://")
     aws = {k: os.environ[k] for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
                                       "AWS_DEFAULT_REGION")}
