@@ -309,16 +309,27 @@ def main() -> int:
     t0 = time.time()
     print(f"paint_ray GPU check on {torch.cuda.get_device_name(device) if device.type == 'cuda' else 'the CPU'} "
           f"({device}), torch {torch.__version__}{', tiny sizes' if args.tiny else ''}")
-    check_devices(device)
+    sections = []
+
+    def timed(name, fn, *a, **k):
+        t = time.time()
+        fn(*a, **k)
+        sections.append(f"{name} {time.time() - t:.0f} s")
+
+    timed("devices", check_devices, device)
     archs = ["toy-s", "ViT-B-32"] if args.tiny else ["toy-s", "toy-m", "toy-l", "ViT-B-32", "ViT-B-16", "ViT-L-14"]
     for arch in archs[:2] if args.tiny else ["toy-m", "ViT-B-32", "ViT-L-14"]:
-        check_evaluator(arch, device, n=24 if args.tiny else 1000, batch=8 if args.tiny else 512)
-    check_eviction("toy-s" if args.tiny else "ViT-B-16", device, n=16 if args.tiny else 512, batch=8 if args.tiny else 512)
+        timed(f"evaluator {arch}", check_evaluator, arch, device, n=24 if args.tiny else 1000,
+              batch=8 if args.tiny else 512)
+    timed("eviction", check_eviction, "toy-s" if args.tiny else "ViT-B-16", device, n=16 if args.tiny else 512,
+          batch=8 if args.tiny else 512)
     for augment in ("shift", "rrc"):
-        check_resume(device, steps=6 if args.tiny else 40, batch=8 if args.tiny else 32, augment=augment)
-    check_crop_and_heads(device)
-    throughput(archs[:1] if args.tiny else archs, device, batch=8 if args.tiny else 512,
-               repeats=2 if args.tiny else 8, train_batch=8 if args.tiny else 128)
+        timed(f"resume {augment}", check_resume, device, steps=6 if args.tiny else 40, batch=8 if args.tiny else 32,
+              augment=augment)
+    timed("crop and heads", check_crop_and_heads, device)
+    timed("throughput", throughput, archs[:1] if args.tiny else archs, device, batch=8 if args.tiny else 512,
+          repeats=2 if args.tiny else 8, train_batch=8 if args.tiny else 128)
+    print("time per section: " + ", ".join(sections))
     print(f"{len(FAILED)} failed checks; {time.time() - t0:.0f} s")
     return 1 if FAILED else 0
 

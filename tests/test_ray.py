@@ -141,3 +141,18 @@ def test_unreachable_cluster_is_one_line_from_a_real_study_process(tmp_path):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "cannot reach a Ray cluster at '127.0.0.1:9'" in lines[0], result.stderr[-1500:]
     assert not (tmp_path / "o" / "tune").exists()
+
+
+def test_a_data_root_missing_on_a_node_is_one_line_before_fine_tuning(ray_local, tmp_path, monkeypatch, capsys):
+    """The driver finds --data-root ~/… (its HOME holds the data); the node's workers, started under the
+    node's own HOME, do not: as on a node that never pulled the data. One line naming the node and the
+    folder it lacks, before anything is fine-tuned."""
+    import paper_fixtures as pf
+    driver_home = tmp_path / "driver_home"
+    name = f"paint-ray-test-data-{tmp_path.name}"              # absent from the node's HOME
+    pf.write_mnist(driver_home / name)
+    monkeypatch.setenv("HOME", str(driver_home))
+    line = _scaling(["--models", TINY, "--patch", "mnist", "--supported", "shapes", "--data-root", f"~/{name}",
+                     "--steps", "2", "--warmup-steps", "1", "--out", str(tmp_path / "o"), "--quiet"], capsys)
+    assert ": node " in line and name in line and "give every node the same data" in line, line
+    assert not list((tmp_path / "o").rglob("*.safetensors"))

@@ -19,6 +19,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -219,11 +220,14 @@ def _save_model(client, model_id: str, rid: str, pm, result, folder: Path) -> Pa
     from ..storage import fetch
     cfg = result.config
     logged = client.get_logged_model(model_id)
-    mlflow.pyfunc.save_model(
-        str(folder), loader_module=LOADER_MODULE, code_paths=[str(Path(__file__).resolve().parents[1])],
-        mlflow_model=Model(artifact_path=logged.artifact_location, run_id=rid, model_id=model_id,
-                           model_uuid=model_id),
-        signature=_signature(), pip_requirements=_requirements())
+    with warnings.catch_warnings():
+        # the signature is given: an input example would only re-derive it, by loading and running the model
+        warnings.filterwarnings("ignore", message=".*input example was not provided")
+        mlflow.pyfunc.save_model(
+            str(folder), loader_module=LOADER_MODULE, code_paths=[str(Path(__file__).resolve().parents[1])],
+            mlflow_model=Model(artifact_path=logged.artifact_location, run_id=rid, model_id=model_id,
+                               model_uuid=model_id),
+            signature=_signature(), pip_requirements=_requirements())
     for cache in folder.rglob("__pycache__"):          # compiled files of this machine's Python: not the model's
         shutil.rmtree(cache, ignore_errors=True)
     tasks = [get_task(t, cfg.data_root) for t in cfg.eval_tasks(pm.patch)]
