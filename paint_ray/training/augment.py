@@ -12,6 +12,7 @@ Images come from the train cache (caches/train.py) at their full field of view: 
 """
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 
@@ -49,9 +50,12 @@ def crop_params(height: int, width: int, generator: torch.Generator | None = Non
     return (height - h) // 2, (width - w) // 2, h, w
 
 
+@functools.lru_cache(maxsize=4096)
 def resize_weights(in_size: int, out_size: int) -> torch.Tensor:
     """out_size x in_size matrix of antialiased bicubic taps (a = -0.5, PIL's and torch's antialias filter):
-    row i holds the normalised weights torch's `interpolate(..., antialias=True)` gives output pixel i."""
+    row i holds the normalised weights torch's `interpolate(..., antialias=True)` gives output pixel i.
+    Cached: crop sides repeat from step to step, and building one costs more than applying it on a CPU.
+    Callers copy it or read it; never write into it."""
     scale = in_size / out_size
     support = 2.0 * max(scale, 1.0)
     inv = 1.0 / max(scale, 1.0)
