@@ -52,12 +52,16 @@ def check(ok: bool, what: str) -> None:
         FAILED.append(what)
 
 
-def model_of(arch: str) -> torch.nn.Module:
+def model_of(arch: str, image_size: int = 0) -> torch.nn.Module:
+    """`arch` with random weights; `image_size` shrinks its input (the same blocks at a fraction of the cost)."""
     import open_clip
 
     import paint_ray.models.registry  # noqa: F401  (registers the embedded toy configs)
     torch.manual_seed(0)
-    return build_clip(open_clip.get_model_config(arch), arch)
+    cfg = copy.deepcopy(open_clip.get_model_config(arch))
+    if image_size:
+        cfg["vision_cfg"]["image_size"] = image_size
+    return build_clip(cfg, arch)
 
 
 def synchronize(device: torch.device) -> None:
@@ -95,8 +99,8 @@ def check_devices(device: torch.device) -> None:
               "data on 'cuda' is resident for an evaluator on 'cuda:0' (no device-object comparison)")
 
 
-def check_evaluator(arch: str, device: torch.device, n: int, batch: int) -> None:
-    model = model_of(arch)
+def check_evaluator(arch: str, device: torch.device, n: int, batch: int, image_size: int = 0) -> None:
+    model = model_of(arch, image_size)
     size = image_size_of(model.visual)
     data = random_split(n, size, 10)
     head = head_for(model, 10)
@@ -184,19 +188,18 @@ def check_eviction(arch: str, device: torch.device, n: int, batch: int) -> None:
 
 
 def check_resume(device: torch.device, steps: int, batch: int, augment: str) -> None:
-    """Fine-tune `steps`; separately, half of them, save, and resume in a NEW process: same θ."""
+    """Fine-tune `steps` uninterrupted and, from the same start, half of them with a checkpoint; resume that
+    checkpoint in a NEW process: the same θ at the end."""
     with tempfile.TemporaryDirectory() as tmp:
-        done = Path(tmp) / "uninterrupted"
-        half = Path(tmp) / "half"
-        resumed = Path(tmp) / "resumed"
+        done, half, resumed = (Path(tmp) / name for name in ("uninterrupted", "half", "resumed"))
         for d in (done, half, resumed):
             d.mkdir()
         run = [sys.executable, __file__, "--_resume-child", str(device), augment, str(steps), str(batch)]
-        for args in ((str(done), "0", str(steps)), (str(half), "0", str(steps // 2)), (str(resumed), str(half), str(steps))):
+        for args in ((str(done), "0", str(half)), (str(resumed), str(half), "")):
             r = subprocess.run(run + list(args), capture_output=True, text=True)
             if r.returncode:
                 print(r.stdout + r.stderr)
-            check(r.returncode == 0, f"fine-tuning child process ({augment}, {args[1:]}) ran")
+            check(r.returncode == 0, f"fine-tuning child process ({augment}, {'resumed' if args[2] == '' else 'whole run'}) ran")
         from paint_ray.models.checkpoints import load_tensors
         a = load_tensors(done / "visual.safetensors")
         b = load_tensors(resumed / "visual.safetensors")
@@ -208,7 +211,9 @@ def check_resume(device: torch.device, steps: int, batch: int, augment: str) -> 
                     f"interrupted run ({'bitwise' if device.type == 'cpu' else 'within 1e-5'})")
 
 
-def _resume_child(device: str, augment: str, steps: int, batch: int, out: str, start: str, until: int) -> None:
+def _resume_child(device: str, augment: str, steps: int, batch: int, out: str, start: str, half_out: str) -> None:
+    """From `start`'s trainer state if given, run to the end into `out`. Else run from step 0 to the end into
+    `out`, uninterrupted, and a second run from step 0 to steps // 2 whose trainer state goes to `half_out`."""
     torch.manual_seed(0)
     model = model_of("toy-s")
     size = image_size_of(model.visual)
@@ -223,11 +228,22 @@ def _resume_child(device: str, augment: str, steps: int, batch: int, out: str, s
         train = random_split(64, size, 10, seed=3)
     cfg = FinetuneConfig(lr=1e-3, steps=steps, batch_size=batch, warmup_steps=1, augment=augment,
                          order="epochs" if augment == "rrc" else "replacement")
-    tuner = Finetuner(copy.deepcopy(model.visual), head_for(model, 10), train, cfg, device)
+
+    def tuner() -> Finetuner:
+        torch.manual_seed(1)       # whatever the trainer draws from the global generator, each run alike
+        return Finetuner(copy.deepcopy(model.visual), head_for(model, 10), train, cfg, device)
     if start != "0":
-        assert tuner.restore(start), "no trainer state to resume from"
-    tuner.run(until=until)
-    tuner.save(out, trainer=until < steps)
+        resumed = tuner()
+        assert resumed.restore(start), "no trainer state to resume from"
+        resumed.run()
+        resumed.save(out, trainer=False)
+        return
+    straight = tuner()             # the reference: never stopped
+    straight.run()
+    straight.save(out, trainer=False)
+    stopped = tuner()              # a second run from the same start, stopped half-way
+    stopped.run(until=steps // 2)
+    stopped.save(half_out, trainer=True)
 
 
 def check_crop_and_heads(device: torch.device) -> None:
@@ -302,8 +318,8 @@ def main() -> int:
     p.add_argument("--_resume-child", nargs=7, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args._resume_child:
-        d, augment, steps, batch, out, start, until = args._resume_child
-        _resume_child(d, augment, int(steps), int(batch), out, start, int(until))
+        d, augment, steps, batch, out, start, half_out = args._resume_child
+        _resume_child(d, augment, int(steps), int(batch), out, start, half_out)
         return 0
     device = resolve(args.device)
     t0 = time.time()
@@ -319,8 +335,9 @@ def main() -> int:
     timed("devices", check_devices, device)
     archs = ["toy-s", "ViT-B-32"] if args.tiny else ["toy-s", "toy-m", "toy-l", "ViT-B-32", "ViT-B-16", "ViT-L-14"]
     for arch in archs[:2] if args.tiny else ["toy-m", "ViT-B-32", "ViT-L-14"]:
+        # tiny: a real ViT-B-32 at 64 px (its 12 blocks of width 768 on 5 tokens): the paths, not the cost
         timed(f"evaluator {arch}", check_evaluator, arch, device, n=24 if args.tiny else 1000,
-              batch=8 if args.tiny else 512)
+              batch=8 if args.tiny else 512, image_size=64 if args.tiny and arch.startswith("ViT") else 0)
     timed("eviction", check_eviction, "toy-s" if args.tiny else "ViT-B-16", device, n=16 if args.tiny else 512,
           batch=8 if args.tiny else 512)
     for augment in ("shift", "rrc"):

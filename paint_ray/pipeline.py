@@ -5,13 +5,11 @@ Ray). Multi-task modes (multitask.py) are producers of fine-tuning jobs and weig
 sweep and selection. Every reuse is by content (identity.py): result rows by model digest, weight-set
 key, task data, eval precision and device; θ1s by their job key; heads by model and prompts.
 
-May import: errors, identity, paths, storage, devices, tasks, data, models, caches, weights, training, evaluation, config, results, reporting, backends, distributed
+May import: errors, identity, paths, storage, devices, tasks, data, models, caches, weights, training, evaluation, config, results, reporting, backends, distributed, schedule_search
 """
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
-from typing import Any
 from collections.abc import Iterable, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -35,21 +33,10 @@ from .results.store import ResultStore, row_key
 from .paths import ensure_writable
 from .results.selection import best_of, frontier_table, select_alpha
 from .results.study import PatchedModel, StudyResult
+from .schedule_search import search_schedules
 from .tasks import get_task
 
 
-
-@dataclass
-class _ScheduleWork:
-    """One patched model's per-block schedule search (Pipeline.search_schedules)."""
-    pm: PatchedModel
-    blocks: int                        # the image tower's blocks
-    base: float                        # zero-shot supported accuracy on validation: the budgets' reference
-    points_before: set                 # points evaluated before this search: what it costs is the rest
-    search: Any = None                 # results.schedules.Search, or None for a given schedule
-    given: list = field(default_factory=list)       # the given schedule, until its one round is proposed
-    proposed: list = field(default_factory=list)    # this round's schedules
-    chosen: dict = field(default_factory=dict)      # target name -> its choice
 
 class Pipeline:
     def __init__(self, cfg: StudyConfig, backend: Backend):
@@ -231,95 +218,6 @@ class Pipeline:
         self.timings["search_rounds"] = self.timings.get("search_rounds", 0) + rounds
         return rounds
 
-    # ---- 3b. per-block schedules ------------------------------------------------------------
-    def n_blocks(self, ref: ModelRef) -> int:
-        """The image tower's transformer blocks (0 for a tower without them)."""
-        from .weights.schedule import blocks_of
-        return blocks_of(list(self.models[ref.spec].model.visual.state_dict()))
-
-    def schedule_pool(self, ws: WeightSet, patch_tasks: Sequence[str], n_blocks: int,
-                      frame: pd.DataFrame | None = None) -> pd.DataFrame:
-        """Every point evaluated for `ws`, global α values and per-block schedules alike (results/schedules.py)."""
-        from .results.schedules import pool_table
-        frame = self.store.read(schedules=True) if frame is None else frame
-        keys = {self.task_keys[t] for t in ws.eval_tasks}
-        mine = frame[(frame.weights == ws.key) & (frame.model_digest == ws.model.digest)
-                     & (frame.precision == self.identity["precision"]) & (frame["device"] == self.identity["device"])
-                     & frame.task_key.isin(keys)]
-        return pool_table(mine, patch_tasks, self.cfg.supported, n_blocks)
-
-    def search_schedules(self, patched: Sequence[PatchedModel]) -> None:
-        """Per-block schedules for each patched model's weight set (`--schedule`), searched on validation in
-        rounds by the backend's searcher, every round one batch of cells for all of them; then each target's
-        choice among everything evaluated is tested. Sets each model's `schedule` result."""
-        from .config import SCHEDULE_KINDS
-        from .results.schedules import (ScheduleResult, ScheduleSpace, Search, choose, point_key, seed_of,
-                                        targets_for, warm_points)
-        from .weights.schedule import parse_schedule
-        cfg = self.cfg
-        targets = targets_for(cfg.rule, cfg.max_drop)
-        frame = self.store.read(schedules=True)
-        items: list[_ScheduleWork] = []
-        for pm in patched:
-            ws = pm.weights
-            n = self.n_blocks(ws.model)
-            table = self.schedule_pool(ws, pm.patch.split("+"), n, frame)
-            base = float(pm.zero_shot_point()["supported_val"])
-            item = _ScheduleWork(pm, n, base, set(table["point"]))
-            if cfg.schedule in SCHEDULE_KINDS:
-                space = ScheduleSpace(cfg.schedule, n)
-                searchers = {t.name: self.backend.searcher(cfg.searcher, space.names,
-                                                           seed_of(ws.key, space.kind, t.name, cfg.searcher),
-                                                           warm_points(space, table, t, base)) for t in targets}
-                item.search = Search(space, targets, base, searchers, cfg.schedule_trials, cfg.schedule_batch)
-            else:
-                item.given = [parse_schedule(cfg.schedule, n, ws.model.spec)]
-            items.append(item)
-
-        def pool(item: _ScheduleWork, frame: pd.DataFrame) -> pd.DataFrame:
-            return self.schedule_pool(item.pm.weights, item.pm.patch.split("+"), item.blocks, frame)
-
-        rounds = 0
-        while True:
-            wanted: dict[WeightSet, list] = {}
-            for item in items:
-                item.proposed = item.search.propose() if item.search is not None else item.given
-                item.given = []          # a given schedule is one round
-                wanted.setdefault(item.pm.weights, []).extend(
-                    (sc.alpha, t, "val", sc.key) for sc in item.proposed for t in item.pm.weights.eval_tasks)
-            wanted = {ws: cells for ws, cells in wanted.items() if cells}
-            if not wanted:
-                break
-            self.sweep_cells(wanted)
-            rounds += 1
-            frame = self.store.read(schedules=True)
-            for item in items:
-                if item.search is not None and item.proposed:
-                    table, n = pool(item, frame).set_index("point"), item.blocks
-                    item.search.observe(lambda sc, table=table, n=n: tuple(
-                        table.loc[point_key(sc.key, sc.alpha, n), ["patch_val", "supported_val"]].astype(float)))
-        frame = self.store.read(schedules=True)
-        wanted = {}
-        for item in items:
-            table = pool(item, frame)
-            item.chosen = {t.name: choose(table, t, item.base) for t in targets}
-            tested = set(table.dropna(subset=["patch_test"])["point"])
-            for c in item.chosen.values():
-                if c.eligible and c.point not in tested:
-                    wanted.setdefault(item.pm.weights, []).extend(
-                        (c.alpha, t, "test", c.schedule) for t in item.pm.weights.eval_tasks)
-        self.sweep_cells(wanted)
-        frame = self.store.read(schedules=True)
-        for item in items:
-            table = pool(item, frame)
-            new = set(table["point"]) - item.points_before
-            tests = {c.point for c in item.chosen.values() if c.eligible and c.point not in item.points_before}
-            k = len(item.pm.weights.eval_tasks)
-            item.pm.schedule = ScheduleResult(cfg.schedule if item.search is not None else "given", cfg.searcher,
-                                              item.blocks, table, item.chosen, targets[0].name,
-                                              cells={"val": k * len(new), "test": k * len(tests)}, rounds=rounds)
-        self.timings["schedule_rounds"] = self.timings.get("schedule_rounds", 0) + rounds
-
     # ---- 4. selection -----------------------------------------------------------------------
     def frontier(self, ws: WeightSet, patch_tasks: Sequence[str], alphas: Sequence[float] | None,
                  frame: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -379,7 +277,7 @@ class Pipeline:
                     patched.append(pm)
         if cfg.schedule is not None:
             t = time.time()
-            self.search_schedules(patched)
+            search_schedules(self, patched)
             self.timings["schedule_s"] = time.time() - t
         return patched
 

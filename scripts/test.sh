@@ -19,4 +19,5 @@ if [ ${#QUICK[@]} -eq 0 ] && ! command -v chromium >/dev/null 2>&1 && [ "$(id -u
     || echo "chromium could not be installed; with CI set the MLflow browser check fails (it never skips silently)"
 fi
 export HF_HUB_OFFLINE=1
-exec .venv/bin/python -m pytest -q --durations=15 "${QUICK[@]}" "$@"
+# two workers, whole files each (module fixtures stay on one): the suite waits on processes half the time
+exec .venv/bin/python -m pytest -q -n 2 --dist loadfile --durations=15 "${QUICK[@]}" "$@"

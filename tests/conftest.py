@@ -9,6 +9,7 @@ Markers (pyproject.toml): `ray` for tests on a Ray cluster (given automatically 
 from __future__ import annotations
 
 import os
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -25,6 +26,13 @@ os.environ["PAINT_RAY_HOME"] = _HOME
 # imports huggingface_hub or starts Ray, so the driver and every Ray worker read the same one.
 os.environ["HF_HOME"] = os.path.join(_HOME, "hf")
 os.environ["HF_HUB_OFFLINE"] = "1"
+# Ray turns token authentication on for a new local cluster and, with no token at hand, writes one to
+# ~/.ray/auth_token: the session's Rays get a token of their own instead, and nothing is written to $HOME.
+_TOKEN = Path(_HOME) / "ray_auth_token"
+_TOKEN.parent.mkdir(parents=True, exist_ok=True)
+if not _TOKEN.is_file():
+    _TOKEN.write_text(secrets.token_hex(32))
+os.environ.setdefault("RAY_AUTH_TOKEN_PATH", str(_TOKEN))
 
 import torch  # noqa: E402
 

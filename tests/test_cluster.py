@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -71,7 +72,7 @@ def _end(pids: set[int]) -> None:
             procs[-1].terminate()
         except psutil.NoSuchProcess:
             pass
-    _, alive = psutil.wait_procs(procs, timeout=15)
+    _, alive = psutil.wait_procs(procs, timeout=5)      # then SIGKILL: a head process that ignores SIGTERM
     for p in alive:
         try:
             p.kill()
@@ -115,7 +116,11 @@ class FakeCluster:
                     "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
                     "AUTOSCALER_METRIC_PORT": str(free_port()), "PAINT_RAY_CLUSTER_WAIT": "300",
                     "PAINT_RAY_ACTOR_TIMEOUT": "300"}
+        # the token step of the README (`ray get-auth-token --generate`), into this cluster's own file
         self.env.pop("RAY_AUTH_TOKEN", None)
+        token = tmp / "auth_token"
+        token.write_text(secrets.token_hex(32))
+        self.env["RAY_AUTH_TOKEN_PATH"] = str(token)
         r = subprocess.run([RAY, "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(self.port),
                             "--num-cpus", "1", "--num-gpus", str(head_gpus), f"--autoscaling-config={self.config}",
                             f"--temp-dir={self.temp_dir}", "--include-dashboard=true",

@@ -159,3 +159,23 @@ def test_weights_that_do_not_fit_name_the_tensor(tiny):
         load_floating_state(tiny.model.visual, {k: v for k, v in state.items() if k != "proj"})
     with pytest.raises(PaintRayError, match="unexpected tensor 'extra'"):
         load_floating_state(tiny.model.visual, {**state, "extra": torch.zeros(1)})
+
+
+def test_a_read_parses_only_the_parts_written_since_the_last_read(tmp_path):
+    """A search round re-read every part of the results folder; parts are immutable, so a store parses each
+    once, sees parts another process added, and drops a part that is gone."""
+    from paint_ray.results.store import ResultStore
+
+    def row(alpha: float) -> dict:
+        return {"model_digest": "m", "weights": "w", "alpha": alpha, "schedule": "", "task_key": "t",
+                "split": "val", "precision": "fp32", "device": "cpu", "accuracy": 0.5, "n": 10}
+    store = ResultStore(tmp_path)
+    store.append([row(0.0)])
+    store.append([row(0.5)])
+    assert len(store.read()) == 2 and store.parsed == 2
+    store.append([row(1.0)])
+    assert sorted(store.read().alpha) == [0.0, 0.5, 1.0] and store.parsed == 3       # only the new part
+    ResultStore(tmp_path).append([row(0.25)])                     # another process's part
+    assert sorted(store.read().alpha) == [0.0, 0.25, 0.5, 1.0] and store.parsed == 4
+    store.parts()[0].unlink()
+    assert sorted(store.read().alpha) == [0.25, 0.5, 1.0] and store.parsed == 4

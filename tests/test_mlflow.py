@@ -62,7 +62,9 @@ def mlflow_server(tmp_path_factory):
 def logged_study(ray_local, mlflow_server, tmp_path_factory):
     from paint_ray.pipeline import run_study
     out = tmp_path_factory.mktemp("mlflow_study")
-    cfg = make_study_config(out, name="t-mlflow", search_space=LR_GRID, tracking_uri=mlflow_server, mlflow=True)
+    # registered too: one study serves the tracking and the registry tests (a study costs ~25 s here)
+    cfg = make_study_config(out, name="t-mlflow", search_space=LR_GRID, tracking_uri=mlflow_server, mlflow=True,
+                            register=True)
     return cfg, run_study(cfg)
 
 
@@ -246,11 +248,8 @@ def test_run_page_renders_in_a_real_browser(mlflow_server, logged_study, tmp_pat
 
 
 @pytest.fixture(scope="module")
-def registered(ray_local, mlflow_server, tmp_path_factory):
-    from paint_ray.pipeline import run_study
-    cfg = make_study_config(tmp_path_factory.mktemp("register"), name="t-register", tracking_uri=mlflow_server,
-                            register=True, mlflow=True)
-    return cfg, run_study(cfg)
+def registered(logged_study):
+    return logged_study
 
 
 def _png(images_uint8: torch.Tensor) -> list[bytes]:

@@ -19,7 +19,6 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -28,10 +27,10 @@ from . import published, published_report
 from ..config import shown
 from ..results.robust import BUDGET_COLUMNS
 from ..errors import PaintRayError
+from .mlflow_model import save_model_folder
 
 KEY_TAG = "paint_ray.key"
 ARTIFACT_MODEL = "patched_model"
-LOADER_MODULE = "paint_ray.weights.patched"     # its _load_pyfunc reads the folder back (no pickle)
 # The experiment kind of a model-training experiment. MLflow 3.17's UI no longer reads it to pick its view:
 # the `workflowType` in the page's address (else the browser's last choice, GenAI at first) decides, so the
 # run addresses paint_ray gives (`run_url`) carry workflowType=machine_learning.
@@ -190,7 +189,7 @@ def _log_patched_run(client, exp_id: str, rid: str, pm, result) -> dict:
                                 Path(tmp) / "frontier.png", split="test" if marks else "val", published=marks)
             client.log_artifact(rid, str(png))
             if model_id is not None:
-                folder = _save_model(client, model_id, rid, pm, result, Path(tmp) / ARTIFACT_MODEL)
+                folder = save_model_folder(client, model_id, rid, pm, result, Path(tmp) / ARTIFACT_MODEL)
                 client.log_model_artifacts(model_id, str(folder))
                 client.finalize_logged_model(model_id, LoggedModelStatus.READY)
                 client.log_outputs(rid, [LoggedModelOutput(model_id, step=0)])   # the run's "Logged models"
@@ -205,66 +204,6 @@ def _log_patched_run(client, exp_id: str, rid: str, pm, result) -> dict:
     for tr in trials.itertuples():
         _log_trial(client, exp_id, rid, tr, chosen=tr.theta1 == pm.weights.theta1)
     return summary
-
-
-def _save_model(client, model_id: str, rid: str, pm, result, folder: Path) -> Path:
-    """The MLflow Model folder of a patched model: MLmodel (pyfunc, loader module weights/patched.py, this
-    paint_ray as its code, a signature) and, in the same folder, the open_clip files and heads."""
-    import mlflow.pyfunc
-    from mlflow.models import Model
-
-    from ..caches.heads import cached_head
-    from ..models.checkpoints import load_tensors
-    from ..tasks import get_task
-    from ..weights.patched import save_patched
-    from ..storage import fetch
-    cfg = result.config
-    logged = client.get_logged_model(model_id)
-    with warnings.catch_warnings():
-        # the signature is given: an input example would only re-derive it, by loading and running the model
-        warnings.filterwarnings("ignore", message=".*input example was not provided")
-        mlflow.pyfunc.save_model(
-            str(folder), loader_module=LOADER_MODULE, code_paths=[str(Path(__file__).resolve().parents[1])],
-            mlflow_model=Model(artifact_path=logged.artifact_location, run_id=rid, model_id=model_id,
-                               model_uuid=model_id),
-            signature=_signature(), pip_requirements=_requirements())
-    for cache in folder.rglob("__pycache__"):          # compiled files of this machine's Python: not the model's
-        shutil.rmtree(cache, ignore_errors=True)
-    tasks = [get_task(t, cfg.data_root) for t in cfg.eval_tasks(pm.patch)]
-    loaded = result.models[pm.model]
-    ws, storage = pm.weights, result.storage
-    schedule = None
-    if pm.schedule is not None and pm.schedule.chosen.eligible:
-        from ..weights.schedule import Schedule, parse_groups
-        schedule = Schedule(parse_groups(pm.schedule.chosen.point)[1:-1])
-    return save_patched(loaded, load_tensors(fetch(ws.theta1, storage)), pm.selection.alpha,
-                        load_tensors(fetch(ws.start, storage)) if ws.start else None,
-                        {t.name: cached_head(loaded, t, "cpu", storage) for t in tasks},
-                        {t.name: list(t.classnames) for t in tasks}, folder,
-                        {"run_id": rid, "model_id": model_id, "patch": pm.patch, "model_spec": pm.model,
-                         "eval_precision": result.identity.get("precision", "fp32")}, schedule=schedule)
-
-
-def _signature():
-    """Images in (encoded bytes; base64 text over HTTP), optionally the task's head; a class per image out."""
-    from mlflow.models import ModelSignature
-    from mlflow.types import ColSpec, Schema
-    from mlflow.types.schema import Array
-    return ModelSignature(inputs=Schema([ColSpec("binary", "image"), ColSpec("string", "task", required=False)]),
-                          outputs=Schema([ColSpec("string", "task"), ColSpec("long", "index"),
-                                          ColSpec("string", "label"), ColSpec(Array("double"), "probabilities")]))
-
-
-def _requirements() -> list[str]:
-    """What the model's code imports, at the versions that wrote it (no inference: that would load it)."""
-    from importlib.metadata import PackageNotFoundError, version
-    out = []
-    for dist in ("torch", "torchvision", "open_clip_torch", "safetensors", "numpy", "pandas", "pillow", "mlflow"):
-        try:
-            out.append(f"{dist}=={version(dist).split('+')[0]}")
-        except PackageNotFoundError:
-            out.append(dist)
-    return out
 
 
 def _description(pm, summary: dict, rid: str, published_note: str = "") -> str:

@@ -20,7 +20,6 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from ..errors import PaintRayError
@@ -45,9 +44,15 @@ def row_key(row: dict) -> tuple:
 
 
 class ResultStore:
+    """The results folder. Parts are immutable once renamed into place, so each is parsed once per store
+    and kept: a search round's read parses only the parts written since the last read (its own and any
+    another process added), and a part that is gone, or rewritten in place, is dropped or parsed anew."""
+
     def __init__(self, directory: str | Path):
         self.dir = ensure_writable(directory)
         self.written = 0          # parts this store has written (the driver-exit fault point counts them)
+        self.parsed = 0           # parts this store has parsed (each once while it is unchanged)
+        self._tables: dict[str, tuple[tuple[int, int], pa.Table]] = {}
 
     def parts(self) -> list[Path]:
         return sorted(self.dir.glob("part-*.parquet"))
@@ -56,20 +61,36 @@ class ResultStore:
         """All rows of this schema (one per key: a duplicate from a crashed rerun keeps its first copy): the
         global-α rows, and with `schedules` the per-block schedule rows too (a reader of α frontiers never
         sees a schedule row under its α)."""
-        parts = self.parts()
-        if not parts:
+        tables = self._current_tables()
+        if not tables:
             return SCHEMA.empty_table().to_pandas()
-        try:
-            table = ds.dataset([str(p) for p in parts], schema=SCHEMA, format="parquet").to_table()
-        except pa.ArrowInvalid:
-            table = pa.concat_tables([t for t in (self._read_part(p) for p in parts) if t is not None])
-        frame = table.to_pandas()
+        frame = pa.concat_tables(tables).to_pandas()
         frame = frame[frame["schema"] == SCHEMA_VERSION].sort_values("created", kind="stable")
         frame["alpha"] = frame["alpha"].round(6)
         frame["schedule"] = frame["schedule"].fillna("")      # parts from before the column: global α
         if not schedules:
             frame = frame[frame["schedule"] == ""]
         return frame.drop_duplicates(KEY).reset_index(drop=True)
+
+    def _current_tables(self) -> list[pa.Table]:
+        """Every readable part as a table, parsing only the parts not seen before (or changed since)."""
+        kept: dict[str, tuple[tuple[int, int], pa.Table]] = {}
+        for path in self.parts():
+            try:
+                st = path.stat()
+            except FileNotFoundError:                      # set aside by another reader meanwhile
+                continue
+            signature = (st.st_size, st.st_mtime_ns)
+            hit = self._tables.get(path.name)
+            if hit is not None and hit[0] == signature:
+                kept[path.name] = hit
+                continue
+            table = self._read_part(path)
+            self.parsed += 1
+            if table is not None:
+                kept[path.name] = (signature, table)
+        self._tables = kept
+        return [t for _, t in kept.values()]
 
     def _read_part(self, path: Path) -> pa.Table | None:
         """One part, or None after setting aside a part that is unreadable (a power cut mid-write) or of
