@@ -28,10 +28,10 @@ os.environ["HF_HOME"] = os.path.join(_HOME, "hf")
 os.environ["HF_HUB_OFFLINE"] = "1"
 # Ray turns token authentication on for a new local cluster and, with no token at hand, writes one to
 # ~/.ray/auth_token: the session's Rays get a token of their own instead, and nothing is written to $HOME.
-_TOKEN = Path(_HOME) / "ray_auth_token"
+# One file per xdist worker: workers sharing a kept test home must not overwrite each other's live token.
+_TOKEN = Path(_HOME) / f"ray_auth_token_{os.environ.get('PYTEST_XDIST_WORKER', 'main')}"
 _TOKEN.parent.mkdir(parents=True, exist_ok=True)
-if not _TOKEN.is_file():
-    _TOKEN.write_text(secrets.token_hex(32))
+_TOKEN.write_text(secrets.token_hex(32))
 os.environ.setdefault("RAY_AUTH_TOKEN_PATH", str(_TOKEN))
 
 import torch  # noqa: E402
