@@ -91,3 +91,28 @@ def test_unknown_task_names_valid_choices_and_closest():
     msg = str(e.value)
     assert "'digitz'" in msg and "did you mean 'digits'" in msg and "shapes" in msg and "\n" not in msg
     assert "digits" in task_names()
+
+
+def test_clip_loss_with_only_own_pairs_positive_is_clips_loss():
+    import open_clip
+    import torch
+
+    from paint_ray.models.pretrain import clip_loss
+    gen = torch.Generator().manual_seed(0)
+    img = torch.nn.functional.normalize(torch.randn(16, 8, generator=gen), dim=-1)
+    txt = torch.nn.functional.normalize(torch.randn(16, 8, generator=gen), dim=-1)
+    scale = torch.tensor(20.0)
+    expected = open_clip.ClipLoss()(img, txt, scale)
+    assert torch.allclose(clip_loss(img, txt, scale, torch.arange(16)), expected, atol=1e-6)
+    assert torch.equal(clip_loss(img, txt, scale), expected)
+    # two items with one caption: each is a positive of the other's text, so the loss differs from CLIP's
+    ids = torch.arange(16)
+    ids[1] = 0
+    shared = clip_loss(img, txt, scale, ids)
+    assert not torch.allclose(shared, expected, atol=1e-3)
+    # and equals CLIP's loss when the target spreads over both (computed by hand for the two rows)
+    logits = scale * img @ txt.T
+    target = torch.eye(16)
+    target[0, :2] = target[1, :2] = 0.5
+    by_hand = (torch.nn.functional.cross_entropy(logits, target) + torch.nn.functional.cross_entropy(logits.T, target)) / 2
+    assert torch.allclose(shared, by_hand, atol=1e-6)

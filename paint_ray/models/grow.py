@@ -1,8 +1,8 @@
 """Depth growth: a deeper image tower that starts as exactly the function of a trained shallower one.
 
-The embedded toy-l is toy-m grown from 5 to 7 image-encoder blocks and then pretrained further on fresh
+The embedded toy-l is toy-m grown from 4 to 6 image-encoder blocks and then pretrained further on fresh
 captions, so it costs toy-m plus a few minutes instead of a from-scratch run that would not fit the
-first-run budget on 2 cores (a 256-wide toy-l trained from scratch in that budget was *worse* than toy-m).
+first-run budget on 2 cores.
 Each new block is a copy of the last trained block whose two residual output projections (attention
 out_proj, MLP c_proj) are zeroed: the block adds nothing until training moves them (progressive stacking).
 """
