@@ -35,6 +35,10 @@ class PretrainRecipe:
     # every item with an equal caption
     positives: str = ""
 
+    def __post_init__(self) -> None:
+        if self.positives not in ("", "caption"):
+            raise ValueError(f"positives={self.positives!r}: expected '' or 'caption'")
+
     def as_dict(self) -> dict:
         d = asdict(self)
         for optional in ("grow_from", "positives"):   # unset: the cache key stays as before the option existed
@@ -74,8 +78,9 @@ def clip_loss(image_features: torch.Tensor, text_features: torch.Tensor, logit_s
     """
     if caption_ids is None:
         return _CLIP_LOSS(image_features, text_features, logit_scale)
-    logits = logit_scale * image_features @ text_features.T
-    same = (caption_ids[:, None] == caption_ids[None, :]).to(logits.dtype)
+    # in fp32 under a GPU's bf16 autocast too: a bf16 target would round 1/3 to 0.334
+    logits = (logit_scale * image_features @ text_features.T).float()
+    same = (caption_ids[:, None] == caption_ids[None, :]).float()
     target = same / same.sum(dim=1, keepdim=True)
     return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
 
@@ -100,8 +105,6 @@ def pretrain(model: open_clip.CLIP, tokenizer, recipe: PretrainRecipe, device: t
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": recipe.weight_decay},
                              {"params": rest, "weight_decay": 0.0}], lr=recipe.lr)
     sched = cosine_with_warmup(opt, int(recipe.warmup_fraction * recipe.steps), recipe.steps)
-    if recipe.positives not in ("", "caption"):
-        raise ValueError(f"positives={recipe.positives!r}: expected '' or 'caption'")
     ids = caption_ids if recipe.positives == "caption" else None
     gen = torch.Generator().manual_seed(recipe.seed)
     start, loss = time.time(), float("nan")
