@@ -20,7 +20,19 @@ import pytest
 
 # Set before paint_ray is imported anywhere, so every cache lands in a throwaway home.
 # PAINT_RAY_TEST_HOME keeps one home across local runs (toy-xs is then pretrained once); CI leaves it unset.
-_HOME = os.environ.get("PAINT_RAY_TEST_HOME") or tempfile.mkdtemp(prefix="paint_ray_test_home_")
+# The xdist workers of one run share one throwaway home (named by the run's id): toy-xs is pretrained and each
+# eval cache built once, by whichever worker comes first, under the caches' own locks. The process that made
+# a throwaway home removes it at the end (for xdist, the controller, which named the run).
+_KEPT = os.environ.get("PAINT_RAY_TEST_HOME")
+
+
+def _shared_home(run: str) -> str:
+    return os.path.join(tempfile.gettempdir(), f"paint_ray_test_home_{run[:16]}")
+
+
+_RUN = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+_HOME = _KEPT or (_shared_home(_RUN) if _RUN else tempfile.mkdtemp(prefix="paint_ray_test_home_"))
+os.makedirs(_HOME, exist_ok=True)
 os.environ["PAINT_RAY_HOME"] = _HOME
 # A Hugging Face cache of the session's own (tests write hub entries into it), offline, set before anything
 # imports huggingface_hub or starts Ray, so the driver and every Ray worker read the same one.
@@ -41,6 +53,24 @@ torch.set_num_threads(2)
 TINY = "toy-xs"
 # a recipe that fine-tunes toy-xs in a few seconds (studies that need a trained θ1, not a good one)
 RECIPE = {"lr": [3e-3], "steps": [6], "batch_size": [32], "warmup_steps": [1]}
+
+
+def pytest_configure(config):
+    """The xdist controller names the run itself (xdist would draw the same kind of id), so that it knows
+    which shared home its workers use and can remove it afterwards."""
+    if (getattr(config.option, "numprocesses", None) and "PYTEST_XDIST_WORKER" not in os.environ
+            and getattr(config.option, "testrunuid", "") is None):
+        import uuid
+        config.option.testrunuid = uuid.uuid4().hex
+
+
+def pytest_unconfigure(config):
+    if _KEPT or "PYTEST_XDIST_WORKER" in os.environ:
+        return                                  # a kept home stays; a worker's shared home is the controller's
+    import shutil
+    run = getattr(config.option, "testrunuid", None)
+    for home_dir in {_HOME, *([_shared_home(run)] if run else [])}:
+        shutil.rmtree(home_dir, ignore_errors=True)
 
 
 def pytest_collection_modifyitems(config, items):
