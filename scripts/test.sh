@@ -19,5 +19,6 @@ if [ ${#QUICK[@]} -eq 0 ] && ! command -v chromium >/dev/null 2>&1 && [ "$(id -u
     || echo "chromium could not be installed; with CI set the MLflow browser check fails (it never skips silently)"
 fi
 export HF_HUB_OFFLINE=1
-# two workers, whole files each (module fixtures stay on one): the suite waits on processes half the time
+# two workers, whole files each (module fixtures stay on one): on two cores the suite is CPU-bound, and a third
+# worker gained nothing (CPU idle 4% of the run)
 exec .venv/bin/python -m pytest -q -n 2 --dist loadfile --durations=15 "${QUICK[@]}" "$@"
