@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -187,33 +188,48 @@ def check_eviction(arch: str, device: torch.device, n: int, batch: int) -> None:
                   f"{1000 * timings['file']:.1f} ms (on the CPU host memory is the device: nothing to pin)")
 
 
-def check_resume(device: torch.device, steps: int, batch: int, augment: str) -> None:
+def check_resume(device: torch.device, steps: int, batch: int, augments: Sequence[str]) -> None:
     """Fine-tune `steps` uninterrupted and, from the same start, half of them with a checkpoint; resume that
-    checkpoint in a NEW process: the same θ at the end."""
+    checkpoint in a NEW process: the same θ at the end. Two child processes for all augmentations (the first
+    runs and stops, the second resumes), so each costs one torch start-up, not one per augmentation."""
     with tempfile.TemporaryDirectory() as tmp:
-        done, half, resumed = (Path(tmp) / name for name in ("uninterrupted", "half", "resumed"))
-        for d in (done, half, resumed):
-            d.mkdir()
-        run = [sys.executable, __file__, "--_resume-child", str(device), augment, str(steps), str(batch)]
-        for args in ((str(done), "0", str(half)), (str(resumed), str(half), "")):
-            r = subprocess.run(run + list(args), capture_output=True, text=True)
+        root = Path(tmp)
+        for augment in augments:
+            for name in ("uninterrupted", "half", "resumed"):
+                (root / augment / name).mkdir(parents=True)
+        run = [sys.executable, __file__, "--_resume-child", str(device), ",".join(augments), str(steps), str(batch),
+               str(root)]
+        for phase in ("start", "resume"):
+            r = subprocess.run(run + [phase], capture_output=True, text=True)
             if r.returncode:
                 print(r.stdout + r.stderr)
-            check(r.returncode == 0, f"fine-tuning child process ({augment}, {'resumed' if args[2] == '' else 'whole run'}) ran")
+            check(r.returncode == 0, f"fine-tuning child process ({'resumed' if phase == 'resume' else 'whole run'}, "
+                                     f"{'/'.join(augments)}) ran")
         from paint_ray.models.checkpoints import load_tensors
-        a = load_tensors(done / "visual.safetensors")
-        b = load_tensors(resumed / "visual.safetensors")
-        if device.type == "cpu":
-            same = all(torch.equal(a[k], b[k]) for k in a)
-        else:
-            same = all(torch.allclose(a[k], b[k], atol=1e-5, rtol=1e-4) for k in a)
-        check(same, f"fine-tuning ({augment}) resumed in a new process on {device.type} continues the "
-                    f"interrupted run ({'bitwise' if device.type == 'cpu' else 'within 1e-5'})")
+        for augment in augments:
+            done, resumed = root / augment / "uninterrupted", root / augment / "resumed"
+            if not ((done / "visual.safetensors").is_file() and (resumed / "visual.safetensors").is_file()):
+                check(False, f"fine-tuning ({augment}) left both runs' weights")
+                continue
+            a = load_tensors(done / "visual.safetensors")
+            b = load_tensors(resumed / "visual.safetensors")
+            if device.type == "cpu":
+                same = all(torch.equal(a[k], b[k]) for k in a)
+            else:
+                same = all(torch.allclose(a[k], b[k], atol=1e-5, rtol=1e-4) for k in a)
+            check(same, f"fine-tuning ({augment}) resumed in a new process on {device.type} continues the "
+                        f"interrupted run ({'bitwise' if device.type == 'cpu' else 'within 1e-5'})")
 
 
-def _resume_child(device: str, augment: str, steps: int, batch: int, out: str, start: str, half_out: str) -> None:
-    """From `start`'s trainer state if given, run to the end into `out`. Else run from step 0 to the end into
-    `out`, uninterrupted, and a second run from step 0 to steps // 2 whose trainer state goes to `half_out`."""
+def _resume_child(device: str, augments: str, steps: int, batch: int, root: str, phase: str) -> None:
+    """For each augmentation under `root`/AUGMENT: phase 'start' runs from step 0 to the end into
+    `uninterrupted`, and a second run from step 0 to steps // 2 whose trainer state goes to `half`; phase
+    'resume' runs from `half`'s trainer state to the end into `resumed`."""
+    for augment in augments.split(","):
+        _resume_one(device, augment, steps, batch, Path(root) / augment, phase)
+
+
+def _resume_one(device: str, augment: str, steps: int, batch: int, folder: Path, phase: str) -> None:
     torch.manual_seed(0)
     model = model_of("toy-s")
     size = image_size_of(model.visual)
@@ -232,18 +248,18 @@ def _resume_child(device: str, augment: str, steps: int, batch: int, out: str, s
     def tuner() -> Finetuner:
         torch.manual_seed(1)       # whatever the trainer draws from the global generator, each run alike
         return Finetuner(copy.deepcopy(model.visual), head_for(model, 10), train, cfg, device)
-    if start != "0":
+    if phase == "resume":
         resumed = tuner()
-        assert resumed.restore(start), "no trainer state to resume from"
+        assert resumed.restore(folder / "half"), "no trainer state to resume from"
         resumed.run()
-        resumed.save(out, trainer=False)
+        resumed.save(folder / "resumed", trainer=False)
         return
     straight = tuner()             # the reference: never stopped
     straight.run()
-    straight.save(out, trainer=False)
+    straight.save(folder / "uninterrupted", trainer=False)
     stopped = tuner()              # a second run from the same start, stopped half-way
     stopped.run(until=steps // 2)
-    stopped.save(half_out, trainer=True)
+    stopped.save(folder / "half", trainer=True)
 
 
 def check_crop_and_heads(device: torch.device) -> None:
@@ -315,11 +331,11 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when visible)")
     p.add_argument("--tiny", action="store_true", help="small sizes (what CI runs on the CPU)")
-    p.add_argument("--_resume-child", nargs=7, help=argparse.SUPPRESS)
+    p.add_argument("--_resume-child", nargs=6, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args._resume_child:
-        d, augment, steps, batch, out, start, half_out = args._resume_child
-        _resume_child(d, augment, int(steps), int(batch), out, start, half_out)
+        d, augments, steps, batch, root, phase = args._resume_child
+        _resume_child(d, augments, int(steps), int(batch), root, phase)
         return 0
     device = resolve(args.device)
     t0 = time.time()
@@ -340,9 +356,8 @@ def main() -> int:
               batch=8 if args.tiny else 512, image_size=64 if args.tiny and arch.startswith("ViT") else 0)
     timed("eviction", check_eviction, "toy-s" if args.tiny else "ViT-B-16", device, n=16 if args.tiny else 512,
           batch=8 if args.tiny else 512)
-    for augment in ("shift", "rrc"):
-        timed(f"resume {augment}", check_resume, device, steps=6 if args.tiny else 40, batch=8 if args.tiny else 32,
-              augment=augment)
+    timed("resume shift, rrc", check_resume, device, steps=6 if args.tiny else 40, batch=8 if args.tiny else 32,
+          augments=("shift", "rrc"))
     timed("crop and heads", check_crop_and_heads, device)
     timed("throughput", throughput, archs[:1] if args.tiny else archs, device, batch=8 if args.tiny else 512,
           repeats=2 if args.tiny else 8, train_batch=8 if args.tiny else 128)

@@ -8,7 +8,6 @@ May import: errors, identity, paths, storage, devices, tasks, data, models, cach
 from __future__ import annotations
 
 import itertools
-import tempfile
 from collections.abc import Sequence
 
 import pandas as pd
@@ -20,6 +19,7 @@ from .distributed.evaluators import inventories, shutdown_evaluators, study_name
 from .errors import PaintRayError
 from .evaluation.inventory import Inventory
 from .evaluation.weight_set import WeightSet
+from .paths import home
 
 _current: str | None = None
 
@@ -77,8 +77,8 @@ def sweep(model: str, alphas: Sequence[float] | str, tasks: Sequence[str] | None
 
     `model` is a spec (as the study named it) or a weight digest. `alphas` may be 'auto[:Δα]': the adaptive
     search (best mean of patch and supported accuracy over the set's own patch tasks and the study's other
-    held tasks). Rows go to `out`'s results store (a temporary one by default); a rerun into the same `out`
-    evaluates nothing already there."""
+    held tasks). Rows go to `out`'s results store, by default the study's own under PAINT_RAY_HOME
+    (live/STUDY): a sweep repeated, in this session or a later one, evaluates nothing already there."""
     from .pipeline import Pipeline
     study = _study(study)
     search = None
@@ -101,7 +101,7 @@ def sweep(model: str, alphas: Sequence[float] | str, tasks: Sequence[str] | None
                             f"held: {', '.join(sorted(sets)) or 'none'}")
     tasks = list(tasks) if tasks is not None else sorted({t for inv in held for t in inv.heads(ref.digest)})
     cfg = StudyConfig(name=f"{study}-live", models=[ref.spec], patch_tasks=[], supported=[], alphas=list(alphas),
-                      out=out or tempfile.mkdtemp(prefix="paint_ray_live_"), data_root=data_root, mlflow=False,
+                      out=str(out or home() / "live" / study), data_root=data_root, mlflow=False,
                       progress=progress, alpha_search=search)
     pipe = Pipeline.attached(cfg, RayBackend.attach(cfg, study), tasks)
     chosen = [WeightSet.from_held(ref, sets[k], tuple(tasks)) for k in keys]

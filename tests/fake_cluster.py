@@ -136,6 +136,21 @@ class FakeCluster:
         assert out.returncode == 0, out.stderr[-2000:]
         return json.loads(next(line for line in out.stdout.splitlines() if line.startswith("NODES "))[6:])
 
+    def wait_until_nodes(self, count: int, timeout: float = 300) -> list[dict]:
+        """Poll from ONE driver process (not a Ray start per poll) until `count` nodes are alive or `timeout`
+        passes; the nodes alive at the end."""
+        out = self.run("-c", "import json, time, ray; ray.init(address='auto', logging_level='ERROR', "
+                             "log_to_driver=False)\n"
+                             f"deadline = time.time() + {timeout}\n"
+                             "while True:\n"
+                             "    alive = [{'id': n['NodeID'], 'gpus': n['Resources'].get('GPU', 0)} "
+                             "for n in ray.nodes() if n['Alive']]\n"
+                             f"    if len(alive) == {count} or time.time() > deadline: break\n"
+                             "    time.sleep(2)\n"
+                             "print('NODES', json.dumps(alive))", timeout=timeout + 120)
+        assert out.returncode == 0, out.stderr[-2000:]
+        return json.loads(next(line for line in out.stdout.splitlines() if line.startswith("NODES "))[6:])
+
     def stop(self) -> None:
         _end(_ours(str(self.temp_dir)))
         shutil.rmtree(self.temp_dir, ignore_errors=True)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 
 import pytest
 from conftest import TINY
@@ -69,10 +68,8 @@ def test_study_on_an_autoscaling_cluster_asks_for_gpu_nodes_runs_there_and_lets_
     assert list((cluster.storage / "weights" / "finetuned").glob("*.safetensors.sha256"))
     assert any(list((cluster.homes / h / "eval_cache").glob("*")) for h in homes - {"driver"})
     # the evaluators end after 45 s idle; then the autoscaler removes the idle GPU workers
-    deadline = time.time() + 300
-    while time.time() < deadline and len(cluster.nodes()) > 1:
-        time.sleep(5)
-    assert len(cluster.nodes()) == 1, "the GPU workers did not idle out after the evaluators ended"
+    assert len(cluster.wait_until_nodes(1, timeout=300)) == 1, \
+        "the GPU workers did not idle out after the evaluators ended"
 
 
 def test_two_studies_on_one_cluster_both_finish_without_killing_each_others_evaluators(cluster):

@@ -214,4 +214,5 @@ def test_the_gpu_check_script_runs_every_branch_it_can_on_the_cpu(tmp_path):
                        capture_output=True, text=True, timeout=1200, env={**os.environ, "PAINT_RAY_HOME": str(tmp_path)})
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "0 failed checks" in r.stdout and "FAIL" not in r.stdout
-    assert "continues the interrupted run (bitwise)" in r.stdout and "resident and streamed counts are equal" in r.stdout
+    assert r.stdout.count("continues the interrupted run (bitwise)") == 2          # shift and rrc
+    assert "resident and streamed counts are equal" in r.stdout

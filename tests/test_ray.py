@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 LR_GRID = {**RECIPE, "lr": [3e-3, 1e-3]}
 
 
-def test_study_runs_then_rerun_resumes_and_live_reuse_loads_nothing(ray_local, tmp_path, study_config):
+def test_study_runs_then_rerun_resumes_and_live_reuse_loads_nothing(ray_local, tmp_path, study_config, home):
     from paint_ray import live
     from paint_ray.results.store import KEY
     from paint_ray.pipeline import run_study
@@ -50,6 +50,11 @@ def test_study_runs_then_rerun_resumes_and_live_reuse_loads_nothing(ray_local, t
     new = live.sweep(TINY, alphas=[0.25, 0.75], weights=mine, tasks=["colors", "shapes"], progress=False)
     assert len(new) == 2 * 2 * 2 * 2                  # θ1s x alphas x tasks x splits
     assert {n: inv.loads for n, inv in live.evaluators().items()} == loads   # loaded nothing
+    store = home / "live" / study / "results"        # the default store: the study's own, under PAINT_RAY_HOME
+    parts = sorted(store.glob("part-*.parquet"))
+    assert parts
+    again = live.sweep(TINY, alphas=[0.25, 0.75], weights=mine, tasks=["colors", "shapes"], progress=False)
+    assert sorted(store.glob("part-*.parquet")) == parts and len(again) == len(new)   # repeated: nothing evaluated
 
     def typed(inv) -> list:           # typed_digits shards this evaluator holds for the tiny model
         return [s for s in inv.shards if s.task == "typed_digits" and s.model == tiny]
