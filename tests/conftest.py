@@ -74,10 +74,42 @@ def pytest_unconfigure(config):
 
 
 def pytest_collection_modifyitems(config, items):
-    """Every test on a Ray cluster is marked `ray`, whether it says so or only asks for one."""
+    """Every test on a Ray cluster is marked `ray`, whether it says so or only asks for one. Then the longest
+    files go first (each file's tests stay together, in their order): xdist hands out whole files as workers
+    free up, and quick files last fill the gaps instead of one long file running alone at the end. Longest
+    by the last run's seconds (pytest's cache), else by a guess from the markers."""
     for item in items:
         if {"ray_local", "gpu_cluster"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.ray)
+    measured = config.cache.get(_SECONDS, {}) if config.cache else {}
+    guess: dict[str, float] = {}          # without a measurement: a test on Ray costs most, a slow one some
+    for item in items:
+        path = item.nodeid.split("::")[0]
+        guess[path] = guess.get(path, 0.0) + (5.0 if item.get_closest_marker("ray") else
+                                              1.0 if item.get_closest_marker("slow") else 0.0)
+    items.sort(key=lambda item: -measured.get(item.nodeid.split("::")[0], guess[item.nodeid.split("::")[0]]))
+
+
+_SECONDS = "paint_ray/seconds_per_file"
+_seconds: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report):
+    """Seconds per test file (set-up, call and tear-down), as reported to this process: on the xdist
+    controller, every worker's."""
+    path = report.nodeid.split("::")[0]
+    _seconds[path] = _seconds.get(path, 0.0) + report.duration
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Seconds per file, kept in pytest's cache for the next run's order, from runs of whole files only: a
+    run with -m or -k (`--quick`) keeps nothing (on the xdist controller, deselection is not seen per file)."""
+    opt = session.config.option
+    if ("PYTEST_XDIST_WORKER" in os.environ or session.config.cache is None or not _seconds
+            or getattr(opt, "markexpr", "") or getattr(opt, "keyword", "")):
+        return
+    session.config.cache.set(_SECONDS, {**session.config.cache.get(_SECONDS, {}),
+                                        **{k: round(v, 1) for k, v in _seconds.items()}})
 
 
 @pytest.fixture(scope="session")
