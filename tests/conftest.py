@@ -81,13 +81,17 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if {"ray_local", "gpu_cluster"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.ray)
-    measured = config.cache.get(_SECONDS, {}) if config.cache else {}
+    cache = getattr(config, "cache", None)           # None under -p no:cacheprovider
+    seconds = dict(cache.get(_SECONDS, {}) if cache else {})
     guess: dict[str, float] = {}          # without a measurement: a test on Ray costs most, a slow one some
     for item in items:
-        path = item.nodeid.split("::")[0]
-        guess[path] = guess.get(path, 0.0) + (5.0 if item.get_closest_marker("ray") else
-                                              1.0 if item.get_closest_marker("slow") else 0.0)
-    items.sort(key=lambda item: -measured.get(item.nodeid.split("::")[0], guess[item.nodeid.split("::")[0]]))
+        guess[_file(item)] = guess.get(_file(item), 0.0) + (5.0 if item.get_closest_marker("ray") else
+                                                            1.0 if item.get_closest_marker("slow") else 0.0)
+    items.sort(key=lambda item: -seconds.get(_file(item), guess[_file(item)]))   # stable: a file's order kept
+
+
+def _file(item_or_report) -> str:
+    return item_or_report.nodeid.split("::")[0]
 
 
 _SECONDS = "paint_ray/seconds_per_file"
@@ -97,19 +101,17 @@ _seconds: dict[str, float] = {}
 def pytest_runtest_logreport(report):
     """Seconds per test file (set-up, call and tear-down), as reported to this process: on the xdist
     controller, every worker's."""
-    path = report.nodeid.split("::")[0]
-    _seconds[path] = _seconds.get(path, 0.0) + report.duration
+    _seconds[_file(report)] = _seconds.get(_file(report), 0.0) + report.duration
 
 
 def pytest_sessionfinish(session, exitstatus):
     """Seconds per file, kept in pytest's cache for the next run's order, from runs of whole files only: a
     run with -m or -k (`--quick`) keeps nothing (on the xdist controller, deselection is not seen per file)."""
-    opt = session.config.option
-    if ("PYTEST_XDIST_WORKER" in os.environ or session.config.cache is None or not _seconds
+    opt, cache = session.config.option, getattr(session.config, "cache", None)
+    if ("PYTEST_XDIST_WORKER" in os.environ or cache is None or not _seconds
             or getattr(opt, "markexpr", "") or getattr(opt, "keyword", "")):
         return
-    session.config.cache.set(_SECONDS, {**session.config.cache.get(_SECONDS, {}),
-                                        **{k: round(v, 1) for k, v in _seconds.items()}})
+    cache.set(_SECONDS, {**cache.get(_SECONDS, {}), **{k: round(v, 1) for k, v in _seconds.items()}})
 
 
 @pytest.fixture(scope="session")
