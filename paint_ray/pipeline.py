@@ -188,7 +188,7 @@ class Pipeline:
     def search(self, sets: Sequence[WeightSet], patch_tasks: Sequence[str] | None = None,
                baseline: pd.DataFrame | None = None) -> int:
         """Adaptive α (results/search.py): validation rounds until every set's targets are resolved to Δα, then
-        test at the anchors, the chosen α values and a few plot points. Returns the number of rounds."""
+        test at the chosen α values and the coarse grid's points. Returns the number of rounds."""
         from .results.robust import BUDGETS
         from .results.search import AlphaSearch
         cfg = self.cfg

@@ -6,7 +6,7 @@ import pytest
 
 from paint_ray.errors import PaintRayError
 from paint_ray.tasks import ArraySplit, Task, get_task, task_names
-from paint_ray.tasks.embedded import shapes_task
+from paint_ray.tasks.embedded import SUPPORTED_SPLIT_SIZES, shapes_task
 from paint_ray.tasks.typographic import TypographicAttack, attacked_task
 from paint_ray.world import render
 
@@ -89,7 +89,7 @@ def test_registry_has_attacked_embedded_tasks():
     assert {"shapes_attacked", "colors_attacked", "digits_attacked"} <= set(task_names())
     task = get_task("shapes_attacked")
     assert task.name == "shapes_attacked" and task.classnames == render.SHAPES
-    assert [len(task.split(s)) for s in ("train", "val", "test")] == [2000, 500, 1000]
+    assert [len(task.split(s)) for s in ("train", "val", "test")] == list(SUPPORTED_SPLIT_SIZES.values())
 
 
 def test_bad_inputs_are_one_line_errors():

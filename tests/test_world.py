@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from paint_ray.tasks import get_task, task_names
-from paint_ray.tasks.embedded import COUNTING_CLASSES, DIGIT_SPLITS, SPLIT_SIZES
+from paint_ray.tasks.embedded import COUNTING_CLASSES, DIGIT_SPLITS, SPLIT_SIZES, SUPPORTED_SPLIT_SIZES
 from paint_ray.world.corpus import COUNT_WORDS, generate_corpus
 
 
@@ -28,7 +28,8 @@ def test_counting_counts_are_never_captioned_as_counts():
 @pytest.mark.parametrize("name", ["shapes", "colors", "counting", "typed_digits"])
 def test_generated_tasks_deterministic_with_expected_sizes(name):
     task = get_task(name)
-    for split, n in SPLIT_SIZES.items():
+    sizes = SUPPORTED_SPLIT_SIZES if name == "shapes" else SPLIT_SIZES   # shapes: the budget views' task
+    for split, n in sizes.items():
         data = task.split(split)
         assert len(data) == n
         # counting: scored on counts 4-6 of 1-6, trained on all six

@@ -107,7 +107,9 @@ def log_study(result, uri: str, register: bool = False, identity: dict | None = 
     exp_id = experiment_id(uri, cfg.name, Path(cfg.out) / "mlartifacts")
     run_ids = {}
     for pm in result.patched:
-        key = digest([pm.weights.key, pm.patch, pm.mode, anchored(cfg.alphas), cfg.rule, cfg.max_drop,
+        # a search's α values follow from its results: its identity is its resolution, not a grid
+        alphas = anchored(cfg.alphas) if cfg.alpha_search is None else ["auto", cfg.alpha_search]
+        key = digest([pm.weights.key, pm.patch, pm.mode, alphas, cfg.rule, cfg.max_drop,
                       cfg.supported, cfg.extra_tasks, identity or {}, RUN_FORMAT]
                      + ([f"published-{published.VERSION}"] if published.covers(pm.model) else [])
                      # a schedule search shows (and logs as its model) other weights: its own run

@@ -56,6 +56,8 @@ def frontier_area(frontier: pd.DataFrame, max_drop: float = AREA_MAX_DROP, split
     α = 0 row). A fraction; 0 when nothing gains (θ0 itself: no gain at no drop). Points without `split`'s
     accuracies (an adaptive search tests a few α only) are left out."""
     t = frontier.dropna(subset=[f"patch_{split}"]).sort_values("alpha")
+    if t[f"supported_{split}"].notna().any():        # a point without every supported task's figure has no drop
+        t = t.dropna(subset=[f"supported_{split}"])
     zs = zero_shot if zero_shot is not None else t[t["alpha"] == 0.0].iloc[0]
     gain = (t[f"patch_{split}"] - zs[f"patch_{split}"]).to_numpy(float)
     supported = t[f"supported_{split}"].to_numpy(float)

@@ -12,7 +12,8 @@ bump of noise), then each target is refined around it:
 
 Each round proposes, for every weight set at once, the α values its unresolved targets need next; the caller
 evaluates them on validation as one batch of cells. The search stops when every target is bracketed to Δα.
-Test is then needed only at the chosen α values, the anchors 0 and 1, and a few points for the plot. The
+Test is then needed only at the chosen α values and the coarse grid's points (its anchors 0 and 1 among them:
+the frontier's area and plot are drawn through the same test points as a 0:1:0.1 grid's). The
 α values are ordinary ones (rounded to 6 decimals), so rows are keyed exactly like grid rows and a grid run
 and an adaptive run share the result cache.
 """
@@ -28,7 +29,6 @@ from .robust import BUDGETS
 
 GOLDEN = (math.sqrt(5) - 1) / 2            # 0.618…
 COARSE = tuple(i / 10 for i in range(11))  # the first round
-PLOT_POINTS = (0.25, 0.5, 0.75)            # test points besides the chosen ones, for the frontier's shape
 
 
 def _round(a: float) -> float:
@@ -88,9 +88,9 @@ class AlphaSearch:
         return sorted(wanted - have)
 
     def test_alphas(self, frontier: pd.DataFrame, chosen: Sequence[float]) -> list[float]:
-        """Where test is needed: the anchors, the chosen α values and the plot's few points (each of them the
-        evaluated α nearest it, so no new validation cell is needed)."""
+        """Where test is needed: the chosen α values and the coarse grid's points evaluated on validation (the
+        area of robust.py is a test figure: through these it is drawn as a 0:1:0.1 grid's is, plus the chosen
+        points)."""
         t = frontier.dropna(subset=["patch_val"])
-        alphas = sorted(set(t["alpha"].round(6)))
-        near = {min(alphas, key=lambda a: abs(a - p)) for p in PLOT_POINTS} if alphas else set()
-        return sorted({0.0, 1.0} | {_round(a) for a in chosen if a == a} | near)      # nan: none eligible
+        have = set(t["alpha"].round(6))
+        return sorted((set(COARSE) & have) | {_round(a) for a in chosen if a == a})      # nan: none eligible

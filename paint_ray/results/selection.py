@@ -17,15 +17,23 @@ def frontier_table(rows: pd.DataFrame, patch: Sequence[str], supported: Sequence
                    index: str = "alpha") -> pd.DataFrame:
     """One row per α (or per value of `index`: a schedule's key): `{task}_{split}` accuracies, `patch_{split}`
     (mean over patch tasks) and `supported_{split}` (mean over supported tasks), plus a `pareto` flag on
-    validation points."""
+    validation points.
+
+    A mean is nan unless every one of its tasks was evaluated at that point, and a point missing any task on
+    validation is left out: a store can hold some of a point's cells only (a task whose data changed since,
+    a search stopped mid-round), and a mean over the tasks that happen to be there is another quantity."""
     wide = rows.pivot_table(index=index, columns=["eval_task", "split"], values="accuracy", aggfunc="mean")
     wide.columns = [f"{t}_{s}" for t, s in wide.columns]
     table = wide.sort_index().reset_index()
     for split in ("val", "test"):
-        p_cols = [f"{t}_{split}" for t in patch if f"{t}_{split}" in table]
-        s_cols = [f"{t}_{split}" for t in supported if f"{t}_{split}" in table]
-        table[f"patch_{split}"] = table[p_cols].mean(axis=1) if p_cols else np.nan
-        table[f"supported_{split}"] = table[s_cols].mean(axis=1) if s_cols else np.nan
+        for kind, tasks in (("patch", patch), ("supported", supported)):
+            cols = [f"{t}_{split}" for t in tasks]
+            for c in cols:
+                if c not in table:
+                    table[c] = np.nan
+            table[f"{kind}_{split}"] = table[cols].mean(axis=1, skipna=False) if cols else np.nan
+    complete = table["patch_val"].notna() & (table["supported_val"].notna() if supported else True)
+    table = table[complete].reset_index(drop=True)
     table["pareto"] = pareto_mask(table["patch_val"].to_numpy(), table["supported_val"].fillna(0).to_numpy())
     return table
 
