@@ -2,7 +2,9 @@
 attacked test images and on the supported tasks.
 
 The embedded world teaches its models to read (pretraining images carry words), so writing a wrong class
-name on an image misleads them, as it misleads CLIP.
+name on an image misleads them, as it misleads CLIP. The patch trains on shapes with half its training images
+attacked (`shapes_attacked_mixed`; `--patch shapes_attacked` attacks all of them) and is scored on attacked
+validation and test images; clean shapes is reported beside it.
 
     python experiments/typographic.py [--out typographic_out]
 """
@@ -16,7 +18,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from paint_ray.cli.study import main_for  # noqa: E402
 
 PRESETS = {
-    "embedded": dict(models=["toy-m"], patch_tasks=["shapes_attacked"], supported=["colors", "digits"],
+    # half the training images clean (shapes_attacked_mixed): trained on attacked images only, the patch cost
+    # clean shapes 11 points (85.4% -> 74.3%); mixed, clean shapes rise to 90.1% (README)
+    "embedded": dict(models=["toy-m"], patch_tasks=["shapes_attacked_mixed"], supported=["colors", "digits"],
                      extra_tasks=["shapes"], search_space={"lr": [3e-4], "steps": [200]}),
 }
 

@@ -38,7 +38,7 @@ def test_typographic_reports_attacked_and_clean_images(tiny, tmp_path, capsys):
     summary = pd.read_parquet(tmp_path / "typographic_summary.parquet")
     assert summary[["patch_zero_shot", "patch_patched", "shapes_zero_shot", "shapes_patched"]].notna().all().all()
     rows = pd.read_parquet(tmp_path / "results")
-    assert {"shapes_attacked", "shapes", "colors", "digits"} <= set(rows.eval_task)
+    assert {"shapes_attacked_mixed", "shapes", "colors", "digits"} <= set(rows.eval_task)
 
 
 def test_transfer_matrix_has_every_patch_task_against_every_task(tiny, tmp_path, capsys):

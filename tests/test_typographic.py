@@ -92,6 +92,22 @@ def test_registry_has_attacked_embedded_tasks():
     assert [len(task.split(s)) for s in ("train", "val", "test")] == list(SUPPORTED_SPLIT_SIZES.values())
 
 
+def test_mixed_task_attacks_half_its_training_images_and_all_of_val_and_test():
+    full, mixed, clean = get_task("shapes_attacked"), get_task("shapes_attacked_mixed"), get_task("shapes")
+    assert mixed.name == "shapes_attacked_mixed" and mixed.fingerprint != full.fingerprint
+    for split in ("val", "test"):
+        assert np.array_equal(mixed.split(split).images, full.split(split).images)
+    train, attacked, plain = mixed.split("train").images, full.split("train").images, clean.split("train").images
+    is_attacked = np.array([np.array_equal(m, a) and not np.array_equal(a, p)
+                            for m, a, p in zip(train, attacked, plain)])
+    is_clean = np.array([np.array_equal(m, p) for m, p in zip(train, plain)])
+    assert (is_attacked | is_clean).all() and is_attacked.sum() == len(train) // 2
+    assert is_attacked[1::2].all() and is_clean[0::2].all()        # spread evenly by index, not a block
+    assert np.array_equal(mixed.split("train").labels, full.split("train").labels)
+    with pytest.raises(PaintRayError, match=r"train_fraction 0: expected a number in \(0, 1\]"):
+        attacked_task(clean, TypographicAttack(), train_fraction=0)
+
+
 def test_bad_inputs_are_one_line_errors():
     with pytest.raises(PaintRayError, match=r"^unknown text position 'middle'.*valid: bottom, top$"):
         TypographicAttack(position="middle")

@@ -40,16 +40,18 @@ for _name, _factory in PAPER_TASKS.items():
     register(_name, _factory)
 
 
-def _attacked(base: str) -> Callable[..., Task]:
+def _attacked(base: str, train_fraction: float = 1.0) -> Callable[..., Task]:
     def factory(data_root: str | None = None) -> Task:
         from .typographic import TypographicAttack, attacked_task  # lazy: typographic imports .base
-        return attacked_task(get_task(base, data_root), TypographicAttack())
+        return attacked_task(get_task(base, data_root), TypographicAttack(), train_fraction)
     return factory
 
 
-# Typographic-attack case study: embedded tasks with a misleading class name written on every image.
+# Typographic-attack case study: embedded tasks with a misleading class name written on every image, and
+# (`_mixed`) the same with half the training images left clean.
 for _base in ("shapes", "colors", "digits"):
     register(f"{_base}_attacked", _attacked(_base))
+    register(f"{_base}_attacked_mixed", _attacked(_base, 0.5))
 
 # VQA case study: questions about the embedded world's scenes (multiple choice; its paper task is vqav2).
 from .vqa import vqa_task  # noqa: E402

@@ -70,15 +70,29 @@ class TypographicAttack:
                 f"-seed{self.seed}")
 
 
-def attacked_task(task: Task, attack: TypographicAttack) -> Task:
-    """`task` with every split attacked: same labels, class names and templates; name `<task>_attacked`."""
+def attacked_task(task: Task, attack: TypographicAttack, train_fraction: float = 1.0) -> Task:
+    """`task` with its splits attacked: same labels, class names and templates; name `<task>_attacked`.
+
+    `train_fraction` < 1 attacks only that share of the training images, spread evenly by index (image i is
+    attacked when ⌊(i+1)·f⌋ > ⌊i·f⌋), and names the task `<task>_attacked_mixed`: a patch that sees the same
+    scenes with and without words learns to ignore the word, not a new look of the scene. Validation and test
+    are always attacked in full."""
+    if not 0 < train_fraction <= 1:
+        raise PaintRayError(f"train_fraction {train_fraction!r}: expected a number in (0, 1]")
+
     @lru_cache(maxsize=3)
     def load(split: str) -> ArraySplit:
         base = task.split(split)
         if not isinstance(base, ArraySplit):
             raise PaintRayError(f"typographic attack needs in-memory splits; task {task.name!r} split "
                                 f"{split!r} is a {type(base).__name__}")
-        return ArraySplit(attack.apply(base.images, base.labels, task.classnames), base.labels)
+        attacked = attack.apply(base.images, base.labels, task.classnames)
+        if split == "train" and train_fraction < 1:
+            i = np.arange(len(attacked))
+            clean = np.floor((i + 1) * train_fraction) == np.floor(i * train_fraction)
+            attacked[clean] = base.images[clean]
+        return ArraySplit(attacked, base.labels)
 
-    return Task(f"{task.name}_attacked", task.classnames, task.templates, load,
-                f"{task.fingerprint}+{attack.fingerprint()}")
+    mixed = train_fraction < 1
+    return Task(f"{task.name}_attacked" + ("_mixed" if mixed else ""), task.classnames, task.templates, load,
+                f"{task.fingerprint}+{attack.fingerprint()}" + (f"-train{train_fraction:g}" if mixed else ""))
