@@ -55,7 +55,8 @@ def main() -> int:
     misses = []
     with tempfile.TemporaryDirectory() as tmp:
         for rule, max_drop in (("mean", None), ("max-drop", 1.0)):
-            grid, g_cells, g_images, _ = run(StudyConfig(**base, out=f"{tmp}/grid-{rule}", alphas=parse_alphas("0:1:0.01"),
+            # one grid store for both rules (the second finds every cell there); each is charged the whole grid
+            grid, g_cells, g_images, _ = run(StudyConfig(**base, out=f"{tmp}/grid", alphas=parse_alphas("0:1:0.01"),
                                                          rule=rule, max_drop=max_drop))
             search, s_cells, s_images, rounds = run(StudyConfig(**base, out=f"{tmp}/search-{rule}", alphas=[],
                                                                 alpha_search=args.delta, rule=rule, max_drop=max_drop))
