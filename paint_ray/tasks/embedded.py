@@ -20,7 +20,7 @@ WORLD_VERSION = "3"
 SPLIT_SIZES = {"train": 2000, "val": 500, "test": 1000}
 # shapes is the supported task a patch costs (colours stay near 100%), so its drop decides the budget views
 # (a 1-point supported budget is 2 points of shapes). At 500 validation images the val drop missed the test
-# drop by up to 2 points of shapes (README, "Why 2,000 shapes images")
+# drop by up to 2 points of shapes (README, "Why a searched α and 2,000 shapes images")
 SUPPORTED_SPLIT_SIZES = {"train": 2000, "val": 2000, "test": 2000}
 SPLIT_SEEDS = {"train": 1, "val": 2, "test": 3}
 COUNTING_CLASSES = (4, 5, 6)          # never mentioned by a pretraining caption
