@@ -116,3 +116,10 @@ def test_searched_study_logs_to_mlflow_shares_rows_with_a_grid_and_completes_par
     run_study(cfg, LocalBackend("cpu"))
     run_study(study_config(tmp_path, supported=["shapes", "digits"], alphas=list(COARSE)), LocalBackend("cpu"))
     assert len(raw_rows(tmp_path)) == before
+
+
+def test_a_searched_alpha_is_printed_to_its_resolution_not_rounded_onto_its_neighbour():
+    # the search's golden section lands between grid points: 0.675 printed as 0.68 showed two rows "0.68"
+    from paint_ray.reporting.text import alpha_text
+    shown = [alpha_text(a) for a in (0.0, 0.1, 0.675, 0.68, 0.6756, 1.0)]
+    assert shown == ["0.00", "0.10", "0.675", "0.68", "0.6756", "1.00"]

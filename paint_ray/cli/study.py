@@ -29,10 +29,11 @@ def backend_for(cfg, args):
 
 
 def format_table(table) -> str:
+    from ..reporting.text import alpha_text
     cols = [("model", "model", "{}"), ("patch", "patch", "{}")]
     if "seed" in table and table["seed"].nunique() > 1:
         cols.append(("seed", "seed", "{}"))
-    cols += [("alpha", "α", "{:.2f}"),
+    cols += [("alpha", "α", alpha_text),
             ("patch_zero_shot", "patch zs", "{:.1%}"), ("patch_fine_tuned", "patch ft", "{:.1%}"),
             ("patch_patched", "patch α", "{:.1%}"), ("supported_zero_shot", "supp zs", "{:.1%}"),
             ("supported_fine_tuned", "supp ft", "{:.1%}"), ("supported_patched", "supp α", "{:.1%}"),
@@ -41,7 +42,7 @@ def format_table(table) -> str:
     from ..reporting.published_report import display_columns
     table, published_cols = display_columns(table)     # none unless a row has published figures
     cols += published_cols
-    rows = [[fmt.format(r[c]) for c, _, fmt in cols] for _, r in table.iterrows()]
+    rows = [[fmt(r[c]) if callable(fmt) else fmt.format(r[c]) for c, _, fmt in cols] for _, r in table.iterrows()]
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, (_, h, _) in enumerate(cols)]
     lines = ["  ".join(h.rjust(w) for (_, h, _), w in zip(cols, widths))]
     lines += ["  ".join(v.rjust(w) for v, w in zip(r, widths)) for r in rows]

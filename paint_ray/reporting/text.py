@@ -22,6 +22,11 @@ def patch_summary(result) -> dict:
     return out
 
 
+def alpha_text(alpha: float) -> str:
+    """α for a table column: two decimals for grid values, up to four for a searched α (0.675 is not 0.68)."""
+    return f"{alpha:.2f}" if round(alpha, 2) == alpha else f"{alpha:.4f}".rstrip("0")
+
+
 def format_frontier(result) -> str:
     pm, cfg = result.patched[0], result.config
     table, sel = pm.frontier, pm.selection
@@ -32,7 +37,7 @@ def format_frontier(result) -> str:
              "  ".join(h.rjust(w) for h, w in zip(header, widths))]
     zero = table[table.alpha == 0.0].iloc[0]
     for _, row in table.iterrows():
-        cells = [f"{row.alpha:.2f}"] + [f"{100 * row[f'{t}_{s}']:.1f}" for t in tasks for s in ("val", "test")]
+        cells = [alpha_text(row.alpha)] + [f"{100 * row[f'{t}_{s}']:.1f}" for t in tasks for s in ("val", "test")]
         cells.append(f"{100 * row.supported_val:.1f}")
         line = "  ".join(c.rjust(w) for c, w in zip(cells, widths))
         if row.alpha == sel.alpha:
