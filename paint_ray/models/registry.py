@@ -42,12 +42,13 @@ open_clip.add_model_config(CONFIG_DIR)
 EMBEDDED: dict[str, PretrainRecipe] = {
     "toy-xs": PretrainRecipe(steps=200, batch_size=128, lr=3e-3, corpus_size=6000),  # smoke tests, seconds
     # The three sizes learn with equal captions as positives (pretrain.clip_loss). toy-m's tower is 192 wide:
-    # at 128 a digits fine-tune took shapes with it. It trains 1,000 steps: at 700 its shapes features were
-    # unfinished (zero-shot 71-85% over two draws, 93-95% at 1,000) and a digits fine-tune overwrote them
-    # (README, "Why these sizes").
-    "toy-s": PretrainRecipe(steps=700, lr=2e-3, positives="caption"),    # 96 x 3 image blocks, ~2 min on 2 cores
+    # at 128 a digits fine-tune took shapes with it. Both train 1,000 steps: at 700 toy-m's shapes features
+    # were unfinished (zero-shot 71-85% over two draws, 93-95% at 1,000) and a digits fine-tune overwrote
+    # them; a 700-step toy-s knew so little shapes (40-57%) that it had little to lose and out-patched toy-m
+    # in two pretraining draws of three (README, "Why 1,000 pretraining steps").
+    "toy-s": PretrainRecipe(steps=1000, lr=2e-3, positives="caption"),   # 96 x 3 image blocks, ~2.5 min on 2 cores
     "toy-m": PretrainRecipe(steps=1000, lr=2e-3, positives="caption"),   # 192 x 4, ~7 min
-    # 192 x 6: toy-m grown deeper (models/grow.py), then trained on fresh captions, ~2.5 min after toy-m
+    # 192 x 6: toy-m grown deeper (models/grow.py), then trained on fresh captions, ~2 min after toy-m
     "toy-l": PretrainRecipe(steps=200, lr=1e-3, seed=1, corpus_size=30_000, grow_from="toy-m", positives="caption"),
 }
 
