@@ -46,8 +46,8 @@ EMBEDDED: dict[str, PretrainRecipe] = {
     # were unfinished (zero-shot 71-85% over two draws, 93-95% at 1,000) and a digits fine-tune overwrote
     # them; a 700-step toy-s knew so little shapes (40-57%) that it had little to lose and out-patched toy-m
     # in two pretraining draws of three (README, "Why 1,000 pretraining steps").
-    "toy-s": PretrainRecipe(steps=1000, lr=2e-3, positives="caption"),   # 96 x 3 image blocks, ~2.5 min on 2 cores
-    "toy-m": PretrainRecipe(steps=1000, lr=2e-3, positives="caption"),   # 192 x 4, ~7 min
+    "toy-s": PretrainRecipe(steps=1000, lr=2e-3, positives="caption"),   # 96 x 3 image blocks, ~3 min on 2 cores
+    "toy-m": PretrainRecipe(steps=1000, lr=2e-3, positives="caption"),   # 192 x 4, ~8 min
     # 192 x 6: toy-m grown deeper (models/grow.py), then trained on fresh captions, ~2 min after toy-m
     "toy-l": PretrainRecipe(steps=200, lr=1e-3, seed=1, corpus_size=30_000, grow_from="toy-m", positives="caption"),
 }
