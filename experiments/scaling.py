@@ -24,7 +24,8 @@ PRESETS = {
     # α is searched (results/search.py): the budget views need α to 0.01 near their boundary, where a 0.1
     # grid step moves digits by about 6 points; 1.6x the images of the 0:1:0.1 grid, 0.18x 0:1:0.01's.
     # Digits only: counting cost 40% of the fine-tuning and half the sweep, showed no gain within 3 points at
-    # any size in any run, and that time now goes to pretraining toy-m (README, "Why these sizes")
+    # any size in any run, and that time now goes to pretraining toy-s and toy-m longer (README, "Why 1,000
+    # pretraining steps")
     "embedded": dict(models=["toy-s", "toy-m", "toy-l"], patch_tasks=["digits"],
                      supported=["shapes", "colors"], search_space={"lr": [3e-4], "steps": [200]}, seeds=[0, 1],
                      alphas="auto"),
